@@ -1,0 +1,169 @@
+//! The upgrade checks shared by both ways in (a raw stream, or a request from an HTTP server):
+//! path, origin, connection limit, shutdown.
+
+use tungstenite::http::{self, header, HeaderMap, HeaderValue, Response, StatusCode, Uri};
+
+use super::config::{Config, OriginPolicy};
+
+/// An upgrade request that will not be served: the status and the text sent back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) reason: &'static str,
+}
+
+impl Refusal {
+    pub(crate) const NOT_FOUND: Refusal = Refusal {
+        status: StatusCode::NOT_FOUND,
+        reason: "the requested path does not exist",
+    };
+    pub(crate) const FORBIDDEN_ORIGIN: Refusal = Refusal {
+        status: StatusCode::FORBIDDEN,
+        reason: "cross-origin WebSocket request refused",
+    };
+    pub(crate) const TOO_MANY: Refusal = Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        reason: "too many connections",
+    };
+    pub(crate) const SHUTTING_DOWN: Refusal = Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        reason: "server shutting down",
+    };
+    pub(crate) const BAD_UPGRADE: Refusal = Refusal {
+        status: StatusCode::BAD_REQUEST,
+        reason: "not a valid WebSocket upgrade request",
+    };
+
+    /// The HTTP response carrying this refusal, with a plain-text body.
+    pub(crate) fn response(&self) -> Response<Option<String>> {
+        let mut resp = Response::new(Some(format!("{}\n", self.reason)));
+        *resp.status_mut() = self.status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+/// Path and origin checks from the configuration.
+pub(crate) fn check_request(config: &Config, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
+    if let Some(path) = config.get_path() {
+        if uri.path() != path {
+            return Err(Refusal::NOT_FOUND);
+        }
+    }
+    if !origin_allowed(config.get_origin(), headers) {
+        return Err(Refusal::FORBIDDEN_ORIGIN);
+    }
+    Ok(())
+}
+
+fn origin_allowed(policy: &OriginPolicy, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true; // not a browser: no ambient credentials to hijack
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    match policy {
+        OriginPolicy::Any => true,
+        OriginPolicy::SameOrigin => same_origin(origin, headers),
+        OriginPolicy::AllowList(list) => {
+            same_origin(origin, headers) || list.iter().any(|o| o.eq_ignore_ascii_case(origin))
+        }
+    }
+}
+
+/// `Origin: scheme://host[:port]` names the same authority as the `Host` header.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let Some((_, authority)) = origin.split_once("://") else {
+        return false; // "null" and other opaque origins
+    };
+    let authority = authority.trim_end_matches('/');
+    authority.eq_ignore_ascii_case(host)
+}
+
+/// Checks an upgrade request that arrived through an HTTP server (hyper, axum, …) and builds
+/// the `101 Switching Protocols` response for it.
+pub(crate) fn upgrade_response<B>(
+    config: &Config,
+    req: &http::Request<B>,
+) -> Result<Response<()>, Refusal> {
+    check_request(config, req.uri(), req.headers())?;
+    let headers = req.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    let key = headers.get(header::SEC_WEBSOCKET_KEY);
+    let valid = req.method() == http::Method::GET
+        && req.version() >= http::Version::HTTP_11
+        && has_token(header::CONNECTION, "upgrade")
+        && has_token(header::UPGRADE, "websocket")
+        && headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) == Some(b"13");
+    let (true, Some(key)) = (valid, key) else {
+        return Err(Refusal::BAD_UPGRADE);
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(())
+        .map_err(|_| Refusal::BAD_UPGRADE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_compares_authority_with_host() {
+        let h = headers(&[("host", "localhost:8080"), ("origin", "http://localhost:8080")]);
+        assert!(origin_allowed(&OriginPolicy::SameOrigin, &h));
+        let h = headers(&[("host", "localhost:8080"), ("origin", "http://evil.example")]);
+        assert!(!origin_allowed(&OriginPolicy::SameOrigin, &h));
+        let h = headers(&[("host", "localhost:8080"), ("origin", "null")]);
+        assert!(!origin_allowed(&OriginPolicy::SameOrigin, &h));
+        let h = headers(&[("host", "localhost:8080")]);
+        assert!(origin_allowed(&OriginPolicy::SameOrigin, &h));
+    }
+
+    #[test]
+    fn allow_list_and_any() {
+        let h = headers(&[("host", "api.example"), ("origin", "https://app.example")]);
+        assert!(!origin_allowed(&OriginPolicy::SameOrigin, &h));
+        let list = OriginPolicy::AllowList(vec!["https://APP.example".into()]);
+        assert!(origin_allowed(&list, &h));
+        assert!(origin_allowed(&OriginPolicy::Any, &h));
+    }
+
+    #[test]
+    fn seed_accept_key() {
+        // The example from the seed article / RFC 6455.
+        assert_eq!(
+            tungstenite::handshake::derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(
+            tungstenite::handshake::derive_accept_key(b"duR0pUQxNgBJsRQKj2Jxsw=="),
+            "a1y2oy1zvgHsVyHMx+hZ1AYrEHI="
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! Accepting connections: the TCP accept loop, the handshake with its checks, the connection
+//! limit and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::http;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role};
+use tungstenite::Message;
+
+use super::config::Config;
+use super::conn::Driver;
+use super::handshake::{self, Refusal};
+use super::{ConnInfo, Disconnect, Handler};
+use crate::error::{Error, Result};
+use crate::hub::Hub;
+
+struct Inner {
+    hub: Hub<Message>,
+    config: Config,
+    handler: Arc<dyn Handler>,
+    /// Connections handshaking or open.
+    active: AtomicUsize,
+    drained: Notify,
+    stopping: AtomicBool,
+    stop_tx: watch::Sender<bool>,
+}
+
+/// Serves WebSocket connections into a [`Hub<Message>`](crate::Hub).
+///
+/// Cheap to clone; clones share the connection count and the shutdown state. Use
+/// [`Server::serve`] for a plain TCP listener, [`Server::serve_connection`] for any stream you
+/// accepted yourself (TLS, a Unix socket), or [`Server::upgrade_response`] and
+/// [`Server::serve_upgraded`] behind an HTTP server such as hyper or axum.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.inner.config)
+            .field("connections", &self.connection_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts one connection for as long as it lives.
+struct ActiveGuard(Arc<Inner>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+/// What [`Server::shutdown`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Connections still open when the grace period ended (0 for a clean shutdown).
+    pub remaining: usize,
+    /// Messages discarded because the grace period ended before they were written.
+    pub discarded: usize,
+}
+
+impl Server {
+    /// A server for `hub`, with `config`, handing every inbound message to `handler`.
+    pub fn new(hub: Hub<Message>, config: Config, handler: impl Handler) -> Self {
+        let (stop_tx, _) = watch::channel(false);
+        Server {
+            inner: Arc::new(Inner {
+                hub,
+                config,
+                handler: Arc::new(handler),
+                active: AtomicUsize::new(0),
+                drained: Notify::new(),
+                stopping: AtomicBool::new(false),
+                stop_tx,
+            }),
+        }
+    }
+
+    /// The hub connections are registered in.
+    pub fn hub(&self) -> &Hub<Message> {
+        &self.inner.hub
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Connections handshaking or open right now.
+    pub fn connection_count(&self) -> usize {
+        self.inner.active.load(Ordering::Acquire)
+    }
+
+    /// Accepts TCP connections until [`Server::shutdown`] is called, serving each on its own
+    /// task. Accept errors (such as running out of file descriptors) are logged and retried
+    /// after a short pause.
+    ///
+    /// # Errors
+    ///
+    /// None at present; the `Result` leaves room for listener failures that cannot be retried.
+    pub async fn serve(&self, listener: TcpListener) -> Result<()> {
+        let mut stop = self.inner.stop_tx.subscribe();
+        loop {
+            if self.inner.stopping.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let server = self.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = server.serve_connection(stream, Some(peer)).await {
+                                tracing::debug!(%peer, error = %e, "connection not served");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Takes a connection slot, or refuses.
+    fn admit(&self) -> Result<ActiveGuard, Refusal> {
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Err(Refusal::SHUTTING_DOWN);
+        }
+        let max = self.inner.config.get_max_connections();
+        let prev = self.inner.active.fetch_add(1, Ordering::AcqRel);
+        let guard = ActiveGuard(self.inner.clone());
+        if prev >= max {
+            return Err(Refusal::TOO_MANY);
+        }
+        Ok(guard)
+    }
+
+    /// Performs the WebSocket handshake on `stream` (checking path, origin, the connection
+    /// limit and the handshake timeout), then serves the connection until it ends.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Refused`] when the request was answered with an HTTP error (404, 403, 503),
+    /// [`Error::HandshakeTimeout`], or [`Error::WebSocket`] for a malformed handshake.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the connection without a close frame and unregisters the
+    /// client.
+    // tungstenite's handshake callback returns its (large) `ErrorResponse` by value.
+    #[allow(clippy::result_large_err)]
+    pub async fn serve_connection<S>(&self, stream: S, peer: Option<SocketAddr>) -> Result<Disconnect>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let admitted = self.admit();
+        let mut info = None;
+        let mut refused = None;
+        let config = &self.inner.config;
+        let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+            let checked = admitted
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|_| handshake::check_request(config, req.uri(), req.headers()));
+            match checked {
+                Ok(()) => {
+                    info = Some(ConnInfo {
+                        peer,
+                        uri: req.uri().clone(),
+                        headers: req.headers().clone(),
+                    });
+                    Ok(resp)
+                }
+                Err(refusal) => {
+                    let response = refusal.response();
+                    refused = Some(refusal);
+                    Err(response)
+                }
+            }
+        };
+        let handshake = tokio_tungstenite::accept_hdr_async_with_config(
+            stream,
+            callback,
+            Some(config.websocket_config()),
+        );
+        let ws = match tokio::time::timeout(config.get_handshake_timeout(), handshake).await {
+            Err(_) => return Err(Error::HandshakeTimeout),
+            Ok(Err(e)) => {
+                return Err(match refused {
+                    Some(r) => {
+                        tracing::debug!(?peer, status = %r.status, reason = r.reason, "upgrade refused");
+                        Error::Refused {
+                            status: r.status.as_u16(),
+                            reason: r.reason.to_string(),
+                        }
+                    }
+                    None => e.into(),
+                })
+            }
+            Ok(Ok(ws)) => ws,
+        };
+        let (Ok(guard), Some(info)) = (admitted, info) else {
+            return Err(Error::Shutdown); // unreachable: the callback refused
+        };
+        self.drive(ws, info, guard).await
+    }
+
+    /// Checks an upgrade request that reached your HTTP server and returns the
+    /// `101 Switching Protocols` response to send, or the refusal (404, 403, 503, or 400 for a
+    /// request that is not a WebSocket upgrade) with a plain-text body. After sending the 101,
+    /// hand the upgraded connection to [`Server::serve_upgraded`].
+    ///
+    /// See `examples/chat.rs` for a complete hyper server.
+    ///
+    /// # Errors
+    ///
+    /// The refusal response, ready to send.
+    #[allow(clippy::result_large_err)]
+    pub fn upgrade_response<B>(
+        &self,
+        req: &http::Request<B>,
+    ) -> std::result::Result<http::Response<()>, http::Response<String>> {
+        let refuse = |r: Refusal| r.response().map(Option::unwrap_or_default);
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Err(refuse(Refusal::SHUTTING_DOWN));
+        }
+        if self.connection_count() >= self.inner.config.get_max_connections() {
+            return Err(refuse(Refusal::TOO_MANY));
+        }
+        handshake::upgrade_response(&self.inner.config, req).map_err(refuse)
+    }
+
+    /// Serves a connection whose HTTP upgrade already happened (the 101 response was sent),
+    /// such as hyper's `Upgraded` wrapped in `hyper_util::rt::TokioIo`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Refused`] (503) if the server is at its connection limit or shutting down; the
+    /// stream is dropped.
+    pub async fn serve_upgraded<S>(&self, stream: S, info: ConnInfo) -> Result<Disconnect>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let guard = self.admit().map_err(|r| Error::Refused {
+            status: r.status.as_u16(),
+            reason: r.reason.to_string(),
+        })?;
+        let ws = WebSocketStream::from_raw_socket(
+            stream,
+            Role::Server,
+            Some(self.inner.config.websocket_config()),
+        )
+        .await;
+        self.drive(ws, info, guard).await
+    }
+
+    async fn drive<S>(&self, mut ws: WebSocketStream<S>, info: ConnInfo, _guard: ActiveGuard) -> Result<Disconnect>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (client, mailbox) = match self.inner.hub.register() {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Shut down between handshake and registration: say goodbye properly.
+                let _ = ws
+                    .close(Some(CloseFrame {
+                        code: CloseCode::Away,
+                        reason: "server shutting down".into(),
+                    }))
+                    .await;
+                return Err(e);
+            }
+        };
+        self.inner.handler.on_connect(&client, &info);
+        drop(info);
+        let driver = Driver::new(
+            ws,
+            client,
+            mailbox,
+            self.inner.handler.clone(),
+            self.inner.config.get_heartbeat(),
+        );
+        Ok(driver.run().await)
+    }
+
+    /// Shuts down gracefully: stops accepting, lets every connection write what its mailbox
+    /// already holds and close with 1001 (going away), and waits up to `grace` for them.
+    /// Connections still open after `grace` have their queues discarded (counted as dropped).
+    ///
+    /// # Cancel safety
+    ///
+    /// Shutdown starts when this is first polled and continues if the future is dropped; only
+    /// the waiting (and the discard after `grace`) is cancelled.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        self.inner.stopping.store(true, Ordering::Release);
+        self.inner.stop_tx.send_replace(true);
+        self.inner.hub.shutdown();
+        let drained = self.wait_drained();
+        if tokio::time::timeout(grace, drained).await.is_ok() {
+            return ShutdownReport {
+                remaining: 0,
+                discarded: 0,
+            };
+        }
+        let discarded = self.inner.hub.abort();
+        // Connections whose queues were just discarded close at once; give them a moment.
+        let _ = tokio::time::timeout(Duration::from_millis(100), self.wait_drained()).await;
+        ShutdownReport {
+            remaining: self.connection_count(),
+            discarded,
+        }
+    }
+
+    async fn wait_drained(&self) {
+        loop {
+            let notified = self.inner.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.connection_count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
