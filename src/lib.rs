@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![doc(test(attr(deny(warnings))))]
+// Nothing that arrives from the network may panic the library; tests may unwrap.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod error;
@@ -7,6 +9,8 @@ pub mod hub;
 pub mod ws;
 
 pub use error::{Error, Result};
-pub use hub::{ClientHandle, ClientId, CloseReason, Hub, HubConfig, Mailbox, OverflowPolicy, Stats};
-pub use tungstenite::Message;
+pub use hub::{
+    ClientHandle, ClientId, CloseReason, Hub, HubConfig, Mailbox, OverflowPolicy, Stats,
+};
 pub use tungstenite::protocol::frame::coding::CloseCode;
+pub use tungstenite::Message;

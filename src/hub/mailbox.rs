@@ -263,7 +263,11 @@ impl<M> Mailbox<M> {
     /// # Cancel safety
     ///
     /// Cancel safe: messages are moved only in the poll that completes the future.
-    pub async fn recv_many(&mut self, out: &mut Vec<M>, limit: usize) -> Result<usize, CloseReason> {
+    pub async fn recv_many(
+        &mut self,
+        out: &mut Vec<M>,
+        limit: usize,
+    ) -> Result<usize, CloseReason> {
         std::future::poll_fn(|cx| self.poll_recv_many(cx, out, limit)).await
     }
 }

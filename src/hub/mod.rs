@@ -308,6 +308,12 @@ impl<M> Hub<M> {
         }
     }
 
+    /// The longest mailbox right now (0 without clients): how far the slowest client is
+    /// behind. Walks every member, so it costs as much as a broadcast; meant for monitoring.
+    pub fn max_queued(&self) -> usize {
+        self.read().iter().map(|slot| slot.len()).max().unwrap_or(0)
+    }
+
     /// The configuration this hub was built with.
     pub fn config(&self) -> &HubConfig {
         &self.inner.config
@@ -462,7 +468,11 @@ impl<M: Clone + Send + 'static> Hub<M> {
     ///
     /// [`Error::NoSuchClient`] if `id` is not registered; otherwise as [`ClientHandle::send`].
     pub fn send_to(&self, id: ClientId, msg: M) -> Result<()> {
-        let slot = self.read().get(id).cloned().ok_or(Error::NoSuchClient(id))?;
+        let slot = self
+            .read()
+            .get(id)
+            .cloned()
+            .ok_or(Error::NoSuchClient(id))?;
         self.send_to_slot(&slot, msg)
     }
 

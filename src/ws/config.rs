@@ -94,7 +94,10 @@ impl Heartbeat {
     /// Panics if the timeout is zero.
     #[must_use]
     pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
-        assert!(timeout != Some(Duration::ZERO), "write timeout must be non-zero");
+        assert!(
+            timeout != Some(Duration::ZERO),
+            "write timeout must be non-zero"
+        );
         self.write_timeout = timeout;
         self
     }

@@ -90,7 +90,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             timer_at: now,
             result: Disconnect::new(id),
         };
-        let first = driver.next_deadline().unwrap_or(now + Duration::from_secs(3600));
+        let first = driver
+            .next_deadline()
+            .unwrap_or(now + Duration::from_secs(3600));
         driver.timer.as_mut().reset(first);
         driver.timer_at = first;
         driver
@@ -142,7 +144,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 let read = hb.get_read_timeout().map(|d| self.last_read + d);
                 [read, self.next_ping, blocked].into_iter().flatten().min()
             }
-            Phase::Closing { deadline, .. } => Some(blocked.map_or(*deadline, |b| b.min(*deadline))),
+            Phase::Closing { deadline, .. } => {
+                Some(blocked.map_or(*deadline, |b| b.min(*deadline)))
+            }
         }
     }
 
@@ -162,7 +166,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         return None;
                     }
                 }
-                if let (Some(at), Some(interval)) = (self.next_ping, self.heartbeat.get_ping_interval()) {
+                if let (Some(at), Some(interval)) =
+                    (self.next_ping, self.heartbeat.get_ping_interval())
+                {
                     if now >= at {
                         self.out.push_back(Message::Ping(Default::default()));
                         self.next_ping = Some(now + interval);
@@ -196,7 +202,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         self.client = None;
         self.result.sent_code = Some(code);
-        let wait = self.heartbeat.get_write_timeout().unwrap_or(DEFAULT_CLOSE_TIMEOUT);
+        let wait = self
+            .heartbeat
+            .get_write_timeout()
+            .unwrap_or(DEFAULT_CLOSE_TIMEOUT);
         self.phase = Phase::Closing {
             frame: Some(CloseFrame {
                 code,
@@ -314,7 +323,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     Poll::Ready(Err(e)) => return Some(write_end(e)),
                     Poll::Ready(Ok(())) => {}
                 }
-                let Some(msg) = self.out.pop_front() else { break };
+                let Some(msg) = self.out.pop_front() else {
+                    break;
+                };
                 if let Err(e) = Pin::new(&mut self.ws).start_send(msg) {
                     return Some(write_end(e));
                 }

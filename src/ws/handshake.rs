@@ -47,7 +47,11 @@ impl Refusal {
 }
 
 /// Path and origin checks from the configuration.
-pub(crate) fn check_request(config: &Config, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
+pub(crate) fn check_request(
+    config: &Config,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<(), Refusal> {
     if let Some(path) = config.get_path() {
         if uri.path() != path {
             return Err(Refusal::NOT_FOUND);
@@ -107,7 +111,10 @@ pub(crate) fn upgrade_response<B>(
         && req.version() >= http::Version::HTTP_11
         && has_token(header::CONNECTION, "upgrade")
         && has_token(header::UPGRADE, "websocket")
-        && headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) == Some(b"13");
+        && headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(|v| v.as_bytes())
+            == Some(b"13");
     let (true, Some(key)) = (valid, key) else {
         return Err(Refusal::BAD_UPGRADE);
     };
@@ -135,9 +142,15 @@ mod tests {
 
     #[test]
     fn same_origin_compares_authority_with_host() {
-        let h = headers(&[("host", "localhost:8080"), ("origin", "http://localhost:8080")]);
+        let h = headers(&[
+            ("host", "localhost:8080"),
+            ("origin", "http://localhost:8080"),
+        ]);
         assert!(origin_allowed(&OriginPolicy::SameOrigin, &h));
-        let h = headers(&[("host", "localhost:8080"), ("origin", "http://evil.example")]);
+        let h = headers(&[
+            ("host", "localhost:8080"),
+            ("origin", "http://evil.example"),
+        ]);
         assert!(!origin_allowed(&OriginPolicy::SameOrigin, &h));
         let h = headers(&[("host", "localhost:8080"), ("origin", "null")]);
         assert!(!origin_allowed(&OriginPolicy::SameOrigin, &h));

@@ -169,7 +169,11 @@ impl Server {
     /// client.
     // tungstenite's handshake callback returns its (large) `ErrorResponse` by value.
     #[allow(clippy::result_large_err)]
-    pub async fn serve_connection<S>(&self, stream: S, peer: Option<SocketAddr>) -> Result<Disconnect>
+    pub async fn serve_connection<S>(
+        &self,
+        stream: S,
+        peer: Option<SocketAddr>,
+    ) -> Result<Disconnect>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -274,7 +278,12 @@ impl Server {
         self.drive(ws, info, guard).await
     }
 
-    async fn drive<S>(&self, mut ws: WebSocketStream<S>, info: ConnInfo, _guard: ActiveGuard) -> Result<Disconnect>
+    async fn drive<S>(
+        &self,
+        mut ws: WebSocketStream<S>,
+        info: ConnInfo,
+        _guard: ActiveGuard,
+    ) -> Result<Disconnect>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {

@@ -1,0 +1,116 @@
+//! Helpers shared by the integration tests: a server on 127.0.0.1 and real WebSocket clients.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wshub::ws::{Config, Handler, Server};
+use wshub::{CloseCode, Hub, HubConfig, Message};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Long enough for anything that should happen; a test waiting this long has failed.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Starts a server on a free loopback port.
+pub async fn start(
+    hub_config: HubConfig,
+    config: Config,
+    handler: impl Handler,
+) -> (Server, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = Server::new(Hub::with_config(hub_config), config, handler);
+    let s = server.clone();
+    tokio::spawn(async move { s.serve(listener).await });
+    (server, addr)
+}
+
+/// A relay: every inbound message is broadcast to every client.
+pub fn relay(client: &wshub::ws::Client, msg: Message) -> Result<(), wshub::ws::HandlerError> {
+    client.hub().broadcast(msg);
+    Ok(())
+}
+
+/// A handler that ignores inbound messages.
+pub fn ignore(_: &wshub::ws::Client, _: Message) -> Result<(), wshub::ws::HandlerError> {
+    Ok(())
+}
+
+pub async fn connect(addr: SocketAddr, path: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+        .await
+        .expect("connect");
+    ws
+}
+
+/// Connects `n` clients and waits until the hub has registered them all.
+pub async fn connect_many(server: &Server, addr: SocketAddr, n: usize) -> Vec<Ws> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        clients.push(connect(addr, "/").await);
+    }
+    wait_for(|| server.hub().client_count() == n).await;
+    clients
+}
+
+/// Polls `cond` until it holds; panics after `PATIENCE`.
+pub async fn wait_for(mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The next data message (text), skipping control frames.
+pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("stream ended")
+            .expect("read error");
+        match msg {
+            Message::Text(t) => return t.to_string(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server's close frame and returns its code (None if the stream just ended).
+pub async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
+    loop {
+        let next = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("timed out waiting for close");
+        match next {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// Sends a text message.
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+}
+
+/// True when nothing arrives within `wait`.
+pub async fn silent_for(ws: &mut Ws, wait: Duration) -> bool {
+    loop {
+        match tokio::time::timeout(wait, ws.next()).await {
+            Err(_) => return true,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(_) => return false,
+        }
+    }
+}
