@@ -7,6 +7,28 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# A tool the tests need is missing and cannot be installed: fail under CI, warn loudly
+# (and skip that part) on a developer's machine.
+missing() {
+  if [ "${CI:-}" = "true" ]; then
+    echo "ERROR: $*" >&2
+    exit 1
+  fi
+  echo "WARNING: $* -- SKIPPING that part (it is required when CI=true)" >&2
+}
+
+apt_updated=""
+# ensure COMMAND PACKAGE: install PACKAGE with apt-get when COMMAND is missing.
+ensure() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "installing $2 (for $1)"
+    if [ -z "$apt_updated" ]; then apt-get update -q >/dev/null && apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null || true
+  fi
+  command -v "$1" >/dev/null 2>&1
+}
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -25,6 +47,18 @@ cargo test --all-features --doc
 
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
+
+step "browser test: the chat page in headless Chromium"
+if ensure chromium chromium && ensure node nodejs && ensure npm npm; then
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund)
+  fi
+  cargo build --example chat
+  CHAT_BIN="$PWD/target/debug/examples/chat" CHROMIUM="$(command -v chromium)" \
+    node --test tests/browser/
+else
+  missing "chromium, node or npm is not installed and could not be installed"
+fi
 
 if [ -d benches ] && ls benches/*.rs >/dev/null 2>&1; then
   step "benches build"

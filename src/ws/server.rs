@@ -115,13 +115,11 @@ impl Server {
     ///
     /// None at present; the `Result` leaves room for listener failures that cannot be retried.
     pub async fn serve(&self, listener: TcpListener) -> Result<()> {
-        let mut stop = self.inner.stop_tx.subscribe();
+        let stopping = self.stopping();
+        tokio::pin!(stopping);
         loop {
-            if self.inner.stopping.load(Ordering::Acquire) {
-                return Ok(());
-            }
             tokio::select! {
-                _ = stop.changed() => {}
+                _ = &mut stopping => return Ok(()),
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
@@ -139,6 +137,18 @@ impl Server {
                 },
             }
         }
+    }
+
+    /// Resolves once [`Server::shutdown`] has begun: the signal for an accept loop of your own
+    /// (behind hyper or axum) to stop accepting.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn stopping(&self) {
+        let mut stop = self.inner.stop_tx.subscribe();
+        // `wait_for` checks the current value first, so a shutdown that already began counts.
+        let _ = stop.wait_for(|stopping| *stopping).await;
     }
 
     /// Takes a connection slot, or refuses.

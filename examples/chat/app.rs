@@ -1,0 +1,131 @@
+//! The chat room: a hyper HTTP server that serves the page at `/` and hands WebSocket upgrades
+//! on `/ws` to a wshub [`Server`], which relays every text message to every participant.
+//!
+//! Shared by `examples/chat/main.rs` and the end-to-end tests.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use wshub::ws::{Client, Config, ConnInfo, HandlerError, Heartbeat, Server};
+use wshub::{Hub, HubConfig, Message};
+
+/// The page, embedded so the example works from any directory and offline.
+pub const PAGE: &str = include_str!("index.html");
+
+/// Chat messages larger than this close the sender's connection with 1009.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+
+/// The relay: every text message goes to everyone, the sender included (as gorilla's chat).
+fn relay(client: &Client, msg: Message) -> Result<(), HandlerError> {
+    match msg {
+        Message::Text(_) => {
+            client.hub().broadcast(msg);
+        }
+        _ => tracing::debug!(client = %client.id(), "ignored a binary message"),
+    }
+    Ok(())
+}
+
+/// The wshub side: hub with slow-client eviction, heartbeat on, message size limit.
+pub fn ws_server(heartbeat: Heartbeat) -> Server {
+    let hub = Hub::with_config(HubConfig::default().mailbox_capacity(256));
+    let config = Config::default()
+        .path("/ws")
+        .heartbeat(heartbeat)
+        .max_message_size(MAX_MESSAGE_BYTES);
+    Server::new(hub, config, relay)
+}
+
+fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+async fn route(
+    ws: Server,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    match req.uri().path() {
+        "/" => Ok(text_response(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            PAGE,
+        )),
+        "/ws" => Ok(upgrade(ws, peer, req)),
+        _ => Ok(text_response(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found\n",
+        )),
+    }
+}
+
+/// Checks the upgrade with wshub, answers 101, and serves the upgraded connection.
+fn upgrade(ws: Server, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let switching = match ws.upgrade_response(&req) {
+        Ok(resp) => resp,
+        Err(refusal) => return refusal.map(|body| Full::new(Bytes::from(body))),
+    };
+    let info = ConnInfo::new(Some(peer), req.uri().clone(), req.headers().clone());
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                if let Err(e) = ws.serve_upgraded(TokioIo::new(upgraded), info).await {
+                    tracing::debug!(%peer, error = %e, "websocket not served");
+                }
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
+        }
+    });
+    switching.map(|()| Full::new(Bytes::new()))
+}
+
+/// Serves HTTP on `listener` until the wshub server shuts down.
+pub async fn serve(listener: TcpListener, ws: Server) {
+    let stopping = ws.clone();
+    let mut stopped = std::pin::pin!(stopping.stopping());
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let ws = ws.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| route(ws.clone(), peer, req));
+            let conn = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "http connection failed");
+            }
+        });
+    }
+}

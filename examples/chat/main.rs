@@ -1,0 +1,58 @@
+//! A browser chat room: every message reaches every participant.
+//!
+//! ```sh
+//! cargo run --example chat                       # http://127.0.0.1:8080/
+//! cargo run --example chat -- --addr 0.0.0.0:9000
+//! ```
+//! Open the printed URL in two browser windows and talk. Any WebSocket client can join at
+//! `ws://127.0.0.1:8080/ws`: every text message it sends is relayed verbatim to everyone.
+
+#[path = "app.rs"]
+mod app;
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use wshub::ws::Heartbeat;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    common::init_tracing();
+    let addr: String = common::flag("--addr", "127.0.0.1:8080".to_string());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let local = listener.local_addr()?;
+    let shown = if local.ip().is_unspecified() {
+        format!("127.0.0.1:{}", local.port())
+    } else {
+        local.to_string()
+    };
+    println!("chat room: open http://{shown}/ in a browser (WebSocket at ws://{shown}/ws)");
+    std::io::stdout().flush()?;
+
+    let ws = app::ws_server(Heartbeat::default());
+    let serving = tokio::spawn(app::serve(listener, ws.clone()));
+    shutdown_signal().await;
+    println!("shutting down");
+    let report = ws.shutdown(Duration::from_secs(5)).await;
+    tracing::info!(?report, stats = ?ws.hub().stats(), "stopped");
+    serving.abort();
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

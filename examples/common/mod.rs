@@ -1,0 +1,31 @@
+//! Small helpers shared by the examples: command-line flags and logging.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::str::FromStr;
+
+/// The value after `--name` on the command line, parsed; `default` when absent.
+/// Exits with a message when the value does not parse.
+pub fn flag<T: FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(pos) = args.iter().position(|a| a == name) else {
+        return default;
+    };
+    let Some(value) = args.get(pos + 1) else {
+        eprintln!("{name} needs a value");
+        std::process::exit(2);
+    };
+    value.parse().unwrap_or_else(|_| {
+        eprintln!("{name}: cannot parse {value:?}");
+        std::process::exit(2);
+    })
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level (info).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,110 @@
+//! The chat example end to end: the page over HTTP, the relay over WebSocket (via hyper).
+
+#[path = "../examples/chat/app.rs"]
+mod chat;
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use wshub::ws::{Heartbeat, Server};
+use wshub::CloseCode;
+
+async fn start_chat() -> (Server, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ws = chat::ws_server(Heartbeat::default());
+    tokio::spawn(chat::serve(listener, ws.clone()));
+    (ws, addr)
+}
+
+/// A raw HTTP/1.1 GET; returns the whole response text.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(PATIENCE, s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn the_page_is_served_and_other_paths_are_404() {
+    let (_ws, addr) = start_chat().await;
+    let page = http_get(addr, "/").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("text/html"));
+    assert!(page.contains("id=\"log\""));
+    let missing = http_get(addr, "/nope").await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    // A plain GET on /ws is not an upgrade: 400 with a readable body.
+    let plain = http_get(addr, "/ws").await;
+    assert!(plain.starts_with("HTTP/1.1 400"), "{plain}");
+    assert!(plain.contains("not a valid WebSocket upgrade"), "{plain}");
+}
+
+#[tokio::test]
+async fn a_message_from_one_reaches_both_and_a_late_joiner_gets_what_follows() {
+    let (ws, addr) = start_chat().await;
+    let mut a = connect(addr, "/ws").await;
+    let mut b = connect(addr, "/ws").await;
+    wait_for(|| ws.hub().client_count() == 2).await;
+
+    let hello = r#"{"name":"a","text":"hello"}"#;
+    send_text(&mut a, hello).await;
+    assert_eq!(
+        next_text(&mut a).await,
+        hello,
+        "the sender gets its own message"
+    );
+    assert_eq!(next_text(&mut b).await, hello);
+
+    let mut c = connect(addr, "/ws").await;
+    wait_for(|| ws.hub().client_count() == 3).await;
+    send_text(&mut b, "second").await;
+    for client in [&mut a, &mut b, &mut c] {
+        assert_eq!(next_text(client).await, "second");
+    }
+    // The late joiner never saw "hello".
+    assert!(silent_for(&mut c, Duration::from_millis(100)).await);
+}
+
+#[tokio::test]
+async fn cross_origin_upgrade_through_hyper_is_403() {
+    let (_ws, addr) = start_chat().await;
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("origin", HeaderValue::from_static("http://evil.example"));
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403)
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_browsers_with_1001() {
+    let (ws, addr) = start_chat().await;
+    let mut a = connect(addr, "/ws").await;
+    wait_for(|| ws.hub().client_count() == 1).await;
+    // The browser keeps reading, so it answers the close at once.
+    let browser = tokio::spawn(async move { close_code(&mut a).await });
+    let started = tokio::time::Instant::now();
+    let report = ws.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.remaining, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(browser.await.unwrap(), Some(CloseCode::Away));
+}
