@@ -87,10 +87,6 @@ pub(crate) struct Slot<M> {
     state: Mutex<State<M>>,
 }
 
-/// A drained mailbox keeps at most this much spare capacity, so a burst does not pin memory on
-/// an otherwise idle connection.
-const SPARE_CAPACITY: usize = 32;
-
 impl<M> Slot<M> {
     pub(crate) fn new(id: ClientId, capacity: usize) -> Self {
         Slot {
@@ -227,22 +223,49 @@ impl<M> Mailbox<M> {
         let mut state = self.slot.lock();
         let n = state.queue.len().min(limit.max(1));
         if n > 0 {
+            // The queue keeps its capacity (at most `capacity` slots): releasing it after every
+            // drain would cost an allocation per client per burst on the broadcast path.
             out.extend(state.queue.drain(..n));
-            if state.queue.is_empty() && state.queue.capacity() > SPARE_CAPACITY {
-                state.queue = VecDeque::new();
-            }
             drop(state);
             Counters::add(&self.counters.delivered, n);
             return Poll::Ready(Ok(n));
         }
-        if let Some(reason) = state.closed {
-            return Poll::Ready(Err(reason));
+        park(&mut state, cx)
+    }
+
+    /// Takes everything queued into `buf`, or registers the task to be woken when a message
+    /// arrives. Like [`Mailbox::poll_recv_many`] without a limit, but when `buf` is empty the
+    /// two queues are swapped in O(1) under the lock: the drained `buf` goes back as the
+    /// mailbox's next queue, so in steady state nothing is copied or allocated, and the
+    /// publisher never waits behind a receiver copying a backlog. This is how the WebSocket
+    /// writer drains.
+    pub fn poll_recv_all(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut VecDeque<M>,
+    ) -> Poll<Result<usize, CloseReason>> {
+        if !buf.is_empty() {
+            return self.poll_recv_many(cx, buf, usize::MAX);
         }
-        match &mut state.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            w => *w = Some(cx.waker().clone()),
+        let mut state = self.slot.lock();
+        let n = state.queue.len();
+        if n > 0 {
+            std::mem::swap(&mut state.queue, buf);
+            drop(state);
+            Counters::add(&self.counters.delivered, n);
+            return Poll::Ready(Ok(n));
         }
-        Poll::Pending
+        park(&mut state, cx)
+    }
+
+    /// Waits until at least one message is queued, then takes everything queued into `buf`
+    /// (see [`Mailbox::poll_recv_all`]) and returns how many.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: messages are moved only in the poll that completes the future.
+    pub async fn recv_all(&mut self, buf: &mut VecDeque<M>) -> Result<usize, CloseReason> {
+        std::future::poll_fn(|cx| self.poll_recv_all(cx, buf)).await
     }
 
     /// Waits for the next message.
@@ -270,6 +293,18 @@ impl<M> Mailbox<M> {
     ) -> Result<usize, CloseReason> {
         std::future::poll_fn(|cx| self.poll_recv_many(cx, out, limit)).await
     }
+}
+
+/// Nothing queued: report the close, or store the waker (unless it is already stored).
+fn park<M>(state: &mut State<M>, cx: &Context<'_>) -> Poll<Result<usize, CloseReason>> {
+    if let Some(reason) = state.closed {
+        return Poll::Ready(Err(reason));
+    }
+    match &mut state.waker {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        w => *w = Some(cx.waker().clone()),
+    }
+    Poll::Pending
 }
 
 /// Holds the single message `recv` asks for, without allocating.

@@ -369,13 +369,15 @@ impl<M> Hub<M> {
     where
         M: Clone,
     {
-        if self.is_shutdown() {
-            return 0;
-        }
         let mut accepted = 0;
         let mut evicted = Vec::new();
         {
             let members = self.read();
+            // Checked under the lock that `shutdown` takes exclusively: a broadcast reaches
+            // every member or, once shutdown has begun, none.
+            if self.is_shutdown() {
+                return 0;
+            }
             for slot in members.iter() {
                 if Some(slot.id) == except {
                     continue;
@@ -495,12 +497,14 @@ impl<M: Clone + Send + 'static> Hub<M> {
     }
 
     /// Starts a graceful shutdown: new clients and new messages are refused; every mailbox
-    /// still delivers what it holds, then reports [`CloseReason::Shutdown`]. Idempotent.
+    /// still delivers what it holds, then reports [`CloseReason::Shutdown`]. A broadcast racing
+    /// with shutdown reaches every member or none. Idempotent.
     pub fn shutdown(&self) {
+        // Exclusive, so no broadcast is half-way through the members when the flag flips.
+        let members = self.write();
         if self.inner.shut_down.swap(true, Ordering::AcqRel) {
             return;
         }
-        let members = self.read();
         for slot in members.iter() {
             slot.close(CloseReason::Shutdown, true);
         }

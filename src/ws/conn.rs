@@ -289,7 +289,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         loop {
             // Fill from the mailbox while open.
             if self.out.is_empty() && matches!(self.phase, Phase::Open) {
-                match self.mailbox.poll_recv_many(cx, &mut self.out, budget) {
+                match self.mailbox.poll_recv_all(cx, &mut self.out) {
                     Poll::Ready(Ok(n)) => budget = budget.saturating_sub(n),
                     Poll::Ready(Err(reason)) => {
                         let (code, text) = match reason {

@@ -1,0 +1,331 @@
+//! In-process fan-out: one broadcast to N members, each drained by its own tokio task.
+//!
+//! Three contenders in one group, run in the same process on the same runtime:
+//!
+//! - `wshub`: [`Hub::broadcast`] into per-client mailboxes, each drained with `recv_all`;
+//! - `tokio_broadcast`: one `tokio::sync::broadcast` channel with N receivers;
+//! - `rwlock_hashmap`: `RwLock<HashMap<id, mpsc::UnboundedSender>>` iterated per message,
+//!   the pattern people write by hand.
+//!
+//! Each iteration publishes `BURST` messages and waits until every member has received all of
+//! them; throughput is in deliveries (messages × members). Receivers add to a shared counter
+//! once per batch they take, not per message, so counting does not dominate any contender.
+//!
+//! Also: register/unregister churn, and the cost of a broadcast to a hub with one stalled
+//! member, fresh versus after a million messages (it must not grow).
+//!
+//! Run: `cargo bench --bench fanout` (HTML report in target/criterion/report/index.html).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tokio::runtime::Runtime;
+use tokio::sync::{broadcast, mpsc};
+use wshub::{Hub, HubConfig, Message, OverflowPolicy};
+
+/// Messages published per iteration.
+const BURST: u64 = 64;
+/// Members per group.
+const SIZES: [usize; 5] = [1, 10, 100, 1_000, 10_000];
+/// Payload sizes.
+const PAYLOADS: [usize; 2] = [64, 4096];
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn payload(size: usize) -> Message {
+    Message::text("x".repeat(size))
+}
+
+/// Waits until `counter` reaches `target`, yielding to the receivers meanwhile.
+async fn wait_until(counter: &AtomicU64, target: u64) {
+    while counter.load(Ordering::Acquire) < target {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A contender: members spawned on the runtime, a publish function, a delivery counter.
+trait Contender {
+    fn publish(&self, msg: &Message);
+    fn delivered(&self) -> &AtomicU64;
+}
+
+struct WshubFanout {
+    hub: Hub<Message>,
+    delivered: Arc<AtomicU64>,
+    _clients: Vec<wshub::ClientHandle<Message>>,
+}
+
+impl WshubFanout {
+    fn new(rt: &Runtime, n: usize) -> Self {
+        let hub = Hub::with_config(HubConfig::default().mailbox_capacity(1024));
+        let delivered = Arc::new(AtomicU64::new(0));
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (client, mut mailbox) = hub.register().expect("register");
+            clients.push(client);
+            let delivered = delivered.clone();
+            rt.spawn(async move {
+                // As the WebSocket writer drains: swap the whole queue out, consume it.
+                let mut batch = std::collections::VecDeque::new();
+                while let Ok(k) = mailbox.recv_all(&mut batch).await {
+                    batch.clear();
+                    delivered.fetch_add(k as u64, Ordering::Release);
+                }
+            });
+        }
+        WshubFanout {
+            hub,
+            delivered,
+            _clients: clients,
+        }
+    }
+}
+
+impl Contender for WshubFanout {
+    fn publish(&self, msg: &Message) {
+        self.hub.broadcast(msg.clone());
+    }
+    fn delivered(&self) -> &AtomicU64 {
+        &self.delivered
+    }
+}
+
+struct TokioBroadcast {
+    tx: broadcast::Sender<Message>,
+    delivered: Arc<AtomicU64>,
+}
+
+impl TokioBroadcast {
+    fn new(rt: &Runtime, n: usize) -> Self {
+        let (tx, _) = broadcast::channel(1024);
+        let delivered = Arc::new(AtomicU64::new(0));
+        for _ in 0..n {
+            let mut rx = tx.subscribe();
+            let delivered = delivered.clone();
+            rt.spawn(async move {
+                let mut local = 0u64;
+                loop {
+                    // Take everything available, then publish the count once and park.
+                    match rx.try_recv() {
+                        Ok(m) => {
+                            drop(black_box(m));
+                            local += 1;
+                            continue;
+                        }
+                        Err(broadcast::error::TryRecvError::Empty) => {}
+                        Err(_) => break,
+                    }
+                    delivered.fetch_add(std::mem::take(&mut local), Ordering::Release);
+                    match rx.recv().await {
+                        Ok(m) => {
+                            drop(black_box(m));
+                            local += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            });
+        }
+        TokioBroadcast { tx, delivered }
+    }
+}
+
+impl Contender for TokioBroadcast {
+    fn publish(&self, msg: &Message) {
+        let _ = self.tx.send(msg.clone());
+    }
+    fn delivered(&self) -> &AtomicU64 {
+        &self.delivered
+    }
+}
+
+struct RwLockHashMap {
+    members: Arc<RwLock<HashMap<u64, mpsc::UnboundedSender<Message>>>>,
+    delivered: Arc<AtomicU64>,
+}
+
+impl RwLockHashMap {
+    fn new(rt: &Runtime, n: usize) -> Self {
+        let members = Arc::new(RwLock::new(HashMap::new()));
+        let delivered = Arc::new(AtomicU64::new(0));
+        for id in 0..n as u64 {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+            members.write().expect("lock").insert(id, tx);
+            let delivered = delivered.clone();
+            rt.spawn(async move {
+                let mut local = 0u64;
+                loop {
+                    match rx.try_recv() {
+                        Ok(m) => {
+                            drop(black_box(m));
+                            local += 1;
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => {}
+                        Err(_) => break,
+                    }
+                    delivered.fetch_add(std::mem::take(&mut local), Ordering::Release);
+                    match rx.recv().await {
+                        Some(m) => {
+                            drop(black_box(m));
+                            local += 1;
+                        }
+                        None => break,
+                    }
+                }
+            });
+        }
+        RwLockHashMap { members, delivered }
+    }
+}
+
+impl Contender for RwLockHashMap {
+    fn publish(&self, msg: &Message) {
+        for tx in self.members.read().expect("lock").values() {
+            let _ = tx.send(msg.clone());
+        }
+    }
+    fn delivered(&self) -> &AtomicU64 {
+        &self.delivered
+    }
+}
+
+/// Times `iters` bursts: publish BURST messages, wait for every delivery. The publisher is a
+/// task on the same 2-worker runtime as the members, as a server's broadcasting connection
+/// task is, so every contender pays for all of its work on the same two cores.
+fn run_bursts<C: Contender + Send + Sync + 'static>(
+    rt: &Runtime,
+    contender: &Arc<C>,
+    n: usize,
+    msg: &Message,
+    iters: u64,
+) -> Duration {
+    let contender = contender.clone();
+    let msg = msg.clone();
+    rt.block_on(async move {
+        rt_spawn(async move {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let target = contender.delivered().load(Ordering::Acquire) + BURST * n as u64;
+                for _ in 0..BURST {
+                    contender.publish(&msg);
+                }
+                wait_until(contender.delivered(), target).await;
+            }
+            start.elapsed()
+        })
+        .await
+    })
+}
+
+async fn rt_spawn<F: std::future::Future<Output = Duration> + Send + 'static>(f: F) -> Duration {
+    tokio::spawn(f).await.expect("publisher task")
+}
+
+fn fanout(c: &mut Criterion) {
+    for size in PAYLOADS {
+        let mut group = c.benchmark_group(format!("fanout/{size}B"));
+        group.sample_size(20);
+        group.measurement_time(Duration::from_secs(3));
+        group.warm_up_time(Duration::from_millis(500));
+        let msg = payload(size);
+        for n in SIZES {
+            group.throughput(Throughput::Elements(BURST * n as u64));
+            {
+                let rt = runtime();
+                let c = Arc::new(WshubFanout::new(&rt, n));
+                group.bench_with_input(BenchmarkId::new("wshub", n), &n, |b, &n| {
+                    b.iter_custom(|iters| run_bursts(&rt, &c, n, &msg, iters))
+                });
+                assert_eq!(c.hub.stats().dropped, 0, "the bench must not drop");
+            }
+            {
+                let rt = runtime();
+                let c = Arc::new(TokioBroadcast::new(&rt, n));
+                group.bench_with_input(BenchmarkId::new("tokio_broadcast", n), &n, |b, &n| {
+                    b.iter_custom(|iters| run_bursts(&rt, &c, n, &msg, iters))
+                });
+            }
+            {
+                let rt = runtime();
+                let c = Arc::new(RwLockHashMap::new(&rt, n));
+                group.bench_with_input(BenchmarkId::new("rwlock_hashmap", n), &n, |b, &n| {
+                    b.iter_custom(|iters| run_bursts(&rt, &c, n, &msg, iters))
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+fn churn(c: &mut Criterion) {
+    let mut group = c.benchmark_group("churn");
+    group.throughput(Throughput::Elements(1));
+    let hub: Hub<Message> = Hub::new();
+    // A hub that already has 1 000 members, so the index is not trivially small.
+    let _members: Vec<_> = (0..1_000)
+        .map(|_| hub.register().expect("register"))
+        .collect();
+    group.bench_function("register_unregister", |b| {
+        b.iter(|| {
+            let (client, mailbox) = hub.register().expect("register");
+            drop(black_box(client));
+            drop(mailbox);
+        })
+    });
+    group.finish();
+}
+
+/// Broadcast to 100 drained members plus one that never reads (DropOldest keeps it
+/// registered). The cost must not depend on how long the stalled member has been stalled.
+fn stalled_member(c: &mut Criterion) {
+    let mut group = c.benchmark_group("stalled_member");
+    group.throughput(Throughput::Elements(1));
+    let msg = payload(64);
+    for stalled_for in [0u64, 1_000_000] {
+        let hub = Hub::with_config(HubConfig::default().overflow(OverflowPolicy::DropOldest));
+        let (_stalled, _stalled_mailbox) = hub.register().expect("register");
+        let mut members: Vec<_> = (0..100)
+            .map(|_| hub.register().expect("register"))
+            .collect();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut sink = Vec::new();
+        let mut drain =
+            |members: &mut Vec<(wshub::ClientHandle<Message>, wshub::Mailbox<Message>)>| {
+                for (_, mailbox) in members.iter_mut() {
+                    while let Poll::Ready(Ok(_)) =
+                        mailbox.poll_recv_many(&mut cx, &mut sink, usize::MAX)
+                    {}
+                    sink.clear();
+                }
+            };
+        for i in 0..stalled_for {
+            hub.broadcast(msg.clone());
+            if i % 128 == 0 {
+                drain(&mut members);
+            }
+        }
+        drain(&mut members);
+        group.bench_function(BenchmarkId::new("broadcast_after", stalled_for), |b| {
+            b.iter(|| {
+                hub.broadcast(msg.clone());
+                drain(&mut members);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fanout, churn, stalled_member);
+criterion_main!(benches);
