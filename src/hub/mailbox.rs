@@ -1,31 +1,46 @@
-//! The per-client mailbox: a bounded queue shared by the hub (many pushers) and one receiver.
-//!
-//! A `Mutex<VecDeque>` plus one stored waker. Pushing takes an uncontended lock, appends and
-//! wakes the receiver only if it is parked, so a burst of broadcasts costs one wake-up per
-//! client, not one per message. The receiver drains everything queued under one lock, which is
-//! what lets the WebSocket writer flush a whole backlog with one syscall.
+//! One client's view of the hub: its cursor into the shared log, its private queue for direct
+//! sends, and the receiving end ([`Mailbox`]).
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use super::{ClientId, OverflowPolicy};
+use super::engine::{Counters, Inner};
+use super::ClientId;
+
+/// The cursor of a client that no longer reads the log (unregistered, evicted, shut down).
+pub(crate) const DETACHED: u64 = u64::MAX;
+
+/// Orders messages for one client: broadcast `seq` is `(seq, 1)`; a direct send made while the
+/// log head was `h` is `(h, 0)`, so it comes after every broadcast made before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Key(u64, u8);
+
+impl Key {
+    pub(crate) fn log(seq: u64) -> Key {
+        Key(seq, 1)
+    }
+    pub(crate) fn direct(head: u64) -> Key {
+        Key(head, 0)
+    }
+}
 
 /// Why a mailbox stopped delivering.
 ///
 /// Returned by [`Mailbox::recv`] once everything that was queued before the close has been
 /// taken out (for [`CloseReason::Shutdown`] and [`CloseReason::Unregistered`]), or at once for
-/// [`CloseReason::Evicted`], whose queue was discarded (and counted as dropped) by the eviction.
+/// [`CloseReason::Evicted`], whose backlog was discarded (and counted as dropped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CloseReason {
     /// The client's handle was dropped or [`ClientHandle::unregister`](super::ClientHandle::unregister)
     /// was called. A WebSocket connection closes with 1000 (normal closure).
     Unregistered,
-    /// The mailbox was full under [`OverflowPolicy::Disconnect`]: the client was too slow.
-    /// A WebSocket connection closes with 1008 (policy violation).
+    /// The backlog reached the capacity under
+    /// [`OverflowPolicy::Disconnect`](super::OverflowPolicy::Disconnect): the client was too
+    /// slow. A WebSocket connection closes with 1008 (policy violation).
     Evicted,
     /// The hub is shutting down. A WebSocket connection closes with 1001 (going away).
     Shutdown,
@@ -41,152 +56,74 @@ impl fmt::Display for CloseReason {
     }
 }
 
-/// What happened to one pushed message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Push {
-    /// Queued; nothing was dropped.
-    Queued,
-    /// Queued, and the oldest queued message was dropped to make room.
-    QueuedDroppedOldest,
-    /// Not queued: the mailbox was full and the policy drops the newest.
-    DroppedNewest,
-    /// Not queued: the mailbox was full and the client was evicted. `discarded` messages that
-    /// were waiting in the queue were dropped with it (the new one not included).
-    Evicted { discarded: usize },
-    /// Not queued: the mailbox is already closed.
-    Closed,
+pub(crate) struct SlotState<M> {
+    /// Direct sends, and the backlog of a client taken off the log, in `Key` order once sorted.
+    pub(crate) private: VecDeque<(Key, M)>,
+    pub(crate) waker: Option<Waker>,
+    pub(crate) closed: Option<CloseReason>,
 }
 
-/// Hub-wide counters, shared by the hub and every mailbox receiver.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) delivered: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) evicted: AtomicU64,
-    pub(crate) accepted: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: usize) {
-        if n > 0 {
-            counter.fetch_add(n as u64, Ordering::Relaxed);
-        }
-    }
-}
-
-struct State<M> {
-    queue: VecDeque<M>,
-    waker: Option<Waker>,
-    closed: Option<CloseReason>,
-}
-
-/// The hub's side of one client's mailbox.
+/// The hub's record of one client.
 pub(crate) struct Slot<M> {
     pub(crate) id: ClientId,
-    capacity: usize,
-    state: Mutex<State<M>>,
+    /// Next log sequence to read; `DETACHED` once off the log. Written by the receiver under
+    /// the log's read lock, by the hub under its write lock.
+    pub(crate) cursor: AtomicU64,
+    /// `state.private.len()`, readable without the lock.
+    pub(crate) private_len: AtomicUsize,
+    /// In the hub's lagger list (backlog at capacity under DropOldest / DropNewest).
+    pub(crate) lagging: AtomicBool,
+    pub(crate) state: Mutex<SlotState<M>>,
 }
 
 impl<M> Slot<M> {
-    pub(crate) fn new(id: ClientId, capacity: usize) -> Self {
+    pub(crate) fn new(id: ClientId, cursor: u64) -> Self {
         Slot {
             id,
-            capacity,
-            state: Mutex::new(State {
-                queue: VecDeque::new(),
+            cursor: AtomicU64::new(cursor),
+            private_len: AtomicUsize::new(0),
+            lagging: AtomicBool::new(false),
+            state: Mutex::new(SlotState {
+                private: VecDeque::new(),
                 waker: None,
                 closed: None,
             }),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State<M>> {
-        // A panic while holding this lock cannot leave the queue inconsistent (every critical
-        // section is a single VecDeque operation), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Non-blocking push under `policy`. Never waits for the receiver.
-    pub(crate) fn push(&self, msg: M, policy: OverflowPolicy) -> Push {
-        let mut state = self.lock();
-        if state.closed.is_some() {
-            return Push::Closed;
-        }
-        let outcome = if state.queue.len() < self.capacity {
-            state.queue.push_back(msg);
-            Push::Queued
-        } else {
-            match policy {
-                OverflowPolicy::DropNewest => return Push::DroppedNewest,
-                OverflowPolicy::DropOldest => {
-                    state.queue.pop_front();
-                    state.queue.push_back(msg);
-                    Push::QueuedDroppedOldest
-                }
-                OverflowPolicy::Disconnect => {
-                    let discarded = state.queue.len();
-                    state.queue = VecDeque::new();
-                    state.closed = Some(CloseReason::Evicted);
-                    Push::Evicted { discarded }
-                }
-            }
-        };
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        outcome
-    }
-
-    /// Closes the mailbox. With `keep_queued` the receiver still gets what is queued; otherwise
-    /// the queue is discarded and its length returned (for the dropped counter).
-    pub(crate) fn close(&self, reason: CloseReason, keep_queued: bool) -> usize {
-        let mut state = self.lock();
-        let mut discarded = 0;
-        if !keep_queued {
-            discarded = state.queue.len();
-            state.queue = VecDeque::new();
-        }
-        if state.closed.is_none() {
-            state.closed = Some(reason);
-        }
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        discarded
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.lock().queue.len()
     }
 }
 
 /// The receiving end of one client's bounded mailbox.
 ///
 /// Obtained from [`Hub::register`](super::Hub::register) next to the client's
-/// [`ClientHandle`](super::ClientHandle). Whatever the hub queued for the client comes out here,
-/// in order. Dropping the mailbox discards what it still holds (counted as dropped) and makes
-/// later sends to the client fail.
-pub struct Mailbox<M> {
+/// [`ClientHandle`](super::ClientHandle). Whatever the hub accepted for the client comes out
+/// here, in order. Dropping the mailbox unregisters the client and discards what it still held
+/// (counted as dropped).
+pub struct Mailbox<M: Clone> {
     slot: Arc<Slot<M>>,
-    counters: Arc<Counters>,
+    hub: Arc<Inner<M>>,
+    /// Log entries read in the last pass, with their sequence numbers (reused, never shrinks
+    /// below what one batch needed).
+    scratch: VecDeque<(u64, M)>,
+    /// Taken out of the hub but not yet handed to the caller (`recv`, `recv_many`).
+    pending: VecDeque<M>,
 }
 
-impl<M> fmt::Debug for Mailbox<M> {
+impl<M: Clone> fmt::Debug for Mailbox<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mailbox")
             .field("client", &self.slot.id)
-            .field("capacity", &self.slot.capacity)
             .finish_non_exhaustive()
     }
 }
 
-impl<M> Mailbox<M> {
-    pub(crate) fn new(slot: Arc<Slot<M>>, counters: Arc<Counters>) -> Self {
-        Mailbox { slot, counters }
+impl<M: Clone> Mailbox<M> {
+    pub(crate) fn new(slot: Arc<Slot<M>>, hub: Arc<Inner<M>>) -> Self {
+        Mailbox {
+            slot,
+            hub,
+            scratch: VecDeque::new(),
+            pending: VecDeque::new(),
+        }
     }
 
     /// The client this mailbox belongs to.
@@ -194,14 +131,9 @@ impl<M> Mailbox<M> {
         self.slot.id
     }
 
-    /// The most messages this mailbox holds before the overflow policy applies.
-    pub fn capacity(&self) -> usize {
-        self.slot.capacity
-    }
-
     /// Number of messages waiting.
     pub fn len(&self) -> usize {
-        self.slot.len()
+        self.hub.backlog(&self.slot) + self.pending.len()
     }
 
     /// True when nothing is waiting.
@@ -209,57 +141,133 @@ impl<M> Mailbox<M> {
         self.len() == 0
     }
 
-    /// Moves up to `limit` queued messages into `out`, or registers the task to be woken when
-    /// one arrives.
-    ///
-    /// Returns `Ready(Ok(n))` with `n >= 1` messages appended, or `Ready(Err(reason))` once the
-    /// mailbox is closed and (unless the client was evicted) drained.
-    pub fn poll_recv_many(
+    /// Moves everything waiting into `buf` (appending), or registers the task to be woken.
+    /// Does not count deliveries.
+    fn fill(
         &mut self,
         cx: &mut Context<'_>,
-        out: &mut impl Extend<M>,
-        limit: usize,
+        buf: &mut VecDeque<M>,
     ) -> Poll<Result<usize, CloseReason>> {
-        let mut state = self.slot.lock();
-        let n = state.queue.len().min(limit.max(1));
-        if n > 0 {
-            // The queue keeps its capacity (at most `capacity` slots): releasing it after every
-            // drain would cost an allocation per client per burst on the broadcast path.
-            out.extend(state.queue.drain(..n));
-            drop(state);
-            Counters::add(&self.counters.delivered, n);
-            return Poll::Ready(Ok(n));
+        let before = buf.len();
+        self.read_log();
+        let mut ss = self
+            .slot
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if ss.private.is_empty() {
+            buf.extend(self.scratch.drain(..).map(|(_, m)| m));
+        } else {
+            let mut private = std::mem::take(&mut ss.private);
+            self.slot.private_len.store(0, Ordering::Release);
+            drop(ss);
+            private.make_contiguous().sort_by_key(|(k, _)| *k);
+            merge(&mut self.scratch, private, buf);
+            return Poll::Ready(Ok(buf.len() - before));
         }
-        park(&mut state, cx)
+        if buf.len() > before {
+            return Poll::Ready(Ok(buf.len() - before));
+        }
+        if let Some(reason) = ss.closed {
+            return Poll::Ready(Err(reason));
+        }
+        match &mut ss.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            w => *w = Some(cx.waker().clone()),
+        }
+        drop(ss);
+        // Broadcasts wake through the hub's waiter list. Re-check after registering, so a
+        // broadcast between our read and the registration is not missed.
+        let cursor = self.slot.cursor.load(Ordering::Acquire);
+        if cursor != DETACHED {
+            self.hub.park(cx.waker());
+            if self.hub.head.load(Ordering::SeqCst) > cursor {
+                cx.waker().wake_by_ref();
+            }
+        }
+        Poll::Pending
     }
 
-    /// Takes everything queued into `buf`, or registers the task to be woken when a message
-    /// arrives. Like [`Mailbox::poll_recv_many`] without a limit, but when `buf` is empty the
-    /// two queues are swapped in O(1) under the lock: the drained `buf` goes back as the
-    /// mailbox's next queue, so in steady state nothing is copied or allocated, and the
-    /// publisher never waits behind a receiver copying a backlog. This is how the WebSocket
+    /// Clones the log entries between the cursor and the head into `scratch`.
+    fn read_log(&mut self) {
+        let cursor = self.slot.cursor.load(Ordering::Acquire);
+        if cursor == DETACHED || cursor >= self.hub.head.load(Ordering::Acquire) {
+            return;
+        }
+        let st = self.hub.read();
+        // Reload under the lock: the hub may have moved the cursor (policy) or detached us.
+        let cursor = self.slot.cursor.load(Ordering::Acquire);
+        if cursor == DETACHED {
+            return;
+        }
+        if cursor < st.base {
+            // Cannot happen while the scan invariant holds; if it ever did, count the gap
+            // rather than lose it silently.
+            Counters::add(&self.hub.counters.dropped, (st.base - cursor) as usize);
+        }
+        let id = self.slot.id;
+        self.scratch.extend(
+            st.entries_from(cursor)
+                .filter(|(_, e)| e.except != Some(id))
+                .map(|(seq, e)| (seq, e.msg.clone())),
+        );
+        self.slot.cursor.store(st.head(), Ordering::Release);
+    }
+
+    /// Takes everything waiting into `buf`, or registers the task to be woken when a message
+    /// arrives. Returns `Ready(Ok(n))` with `n >= 1` messages appended, or `Ready(Err(reason))`
+    /// once the mailbox is closed and drained.
+    ///
+    /// Broadcasts are read from the hub's shared log in one pass under a read lock: one clone
+    /// (a reference-count bump for `Message` / `Bytes`) per message. This is how the WebSocket
     /// writer drains.
     pub fn poll_recv_all(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut VecDeque<M>,
     ) -> Poll<Result<usize, CloseReason>> {
-        if !buf.is_empty() {
-            return self.poll_recv_many(cx, buf, usize::MAX);
-        }
-        let mut state = self.slot.lock();
-        let n = state.queue.len();
-        if n > 0 {
-            std::mem::swap(&mut state.queue, buf);
-            drop(state);
-            Counters::add(&self.counters.delivered, n);
-            return Poll::Ready(Ok(n));
-        }
-        park(&mut state, cx)
+        let n = if self.pending.is_empty() {
+            match self.fill(cx, buf) {
+                Poll::Ready(Ok(n)) => n,
+                other => return other,
+            }
+        } else {
+            let n = self.pending.len();
+            buf.append(&mut self.pending);
+            n
+        };
+        Counters::add(&self.hub.counters.delivered, n);
+        Poll::Ready(Ok(n))
     }
 
-    /// Waits until at least one message is queued, then takes everything queued into `buf`
-    /// (see [`Mailbox::poll_recv_all`]) and returns how many.
+    /// Moves up to `limit` waiting messages into `out`, or registers the task to be woken
+    /// when one arrives. Returns `Ready(Ok(n))` with `n >= 1`, or `Ready(Err(reason))` once
+    /// the mailbox is closed and drained.
+    pub fn poll_recv_many(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut impl Extend<M>,
+        limit: usize,
+    ) -> Poll<Result<usize, CloseReason>> {
+        if self.pending.is_empty() {
+            let mut pending = std::mem::take(&mut self.pending);
+            let filled = self.fill(cx, &mut pending);
+            self.pending = pending;
+            if let Poll::Ready(Err(e)) = filled {
+                return Poll::Ready(Err(e));
+            }
+            if self.pending.is_empty() {
+                return Poll::Pending;
+            }
+        }
+        let n = self.pending.len().min(limit.max(1));
+        out.extend(self.pending.drain(..n));
+        Counters::add(&self.hub.counters.delivered, n);
+        Poll::Ready(Ok(n))
+    }
+
+    /// Waits until at least one message is waiting, then takes everything into `buf` (see
+    /// [`Mailbox::poll_recv_all`]) and returns how many.
     ///
     /// # Cancel safety
     ///
@@ -272,7 +280,7 @@ impl<M> Mailbox<M> {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: if the future is dropped before it completes, no message is taken out.
+    /// Cancel safe: a message taken from the hub but not returned stays in the mailbox.
     pub async fn recv(&mut self) -> Result<M, CloseReason> {
         let mut one = One(None);
         std::future::poll_fn(|cx| self.poll_recv_many(cx, &mut one, 1)).await?;
@@ -280,8 +288,8 @@ impl<M> Mailbox<M> {
         one.0.ok_or(CloseReason::Unregistered)
     }
 
-    /// Waits until at least one message is queued, then moves up to `limit` of them into `out`
-    /// and returns how many. This is how a writer drains a backlog with one lock.
+    /// Waits until at least one message is waiting, then moves up to `limit` of them into
+    /// `out` and returns how many.
     ///
     /// # Cancel safety
     ///
@@ -295,16 +303,16 @@ impl<M> Mailbox<M> {
     }
 }
 
-/// Nothing queued: report the close, or store the waker (unless it is already stored).
-fn park<M>(state: &mut State<M>, cx: &Context<'_>) -> Poll<Result<usize, CloseReason>> {
-    if let Some(reason) = state.closed {
-        return Poll::Ready(Err(reason));
+/// Merges log entries (`(seq, msg)`, in order) with private entries (sorted by key) into `out`.
+fn merge<M>(log: &mut VecDeque<(u64, M)>, private: VecDeque<(Key, M)>, out: &mut VecDeque<M>) {
+    let mut private = private.into_iter().peekable();
+    for (seq, msg) in log.drain(..) {
+        while let Some((_, m)) = private.next_if(|(k, _)| *k < Key::log(seq)) {
+            out.push_back(m);
+        }
+        out.push_back(msg);
     }
-    match &mut state.waker {
-        Some(w) if w.will_wake(cx.waker()) => {}
-        w => *w = Some(cx.waker().clone()),
-    }
-    Poll::Pending
+    out.extend(private.map(|(_, m)| m));
 }
 
 /// Holds the single message `recv` asks for, without allocating.
@@ -316,9 +324,10 @@ impl<M> Extend<M> for One<M> {
     }
 }
 
-impl<M> Drop for Mailbox<M> {
+impl<M: Clone> Drop for Mailbox<M> {
     fn drop(&mut self) {
-        let discarded = self.slot.close(CloseReason::Unregistered, false);
-        Counters::add(&self.counters.dropped, discarded);
+        Counters::add(&self.hub.counters.dropped, self.pending.len());
+        // Unregisters the client (if its handle has not already) and discards its backlog.
+        self.hub.drop_receiver(&self.slot);
     }
 }

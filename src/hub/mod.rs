@@ -33,25 +33,34 @@
 //!
 //! # Cost
 //!
-//! A broadcast takes a shared read lock on the member list, then per member one clone of `m`
-//! and one uncontended mutex push; a parked receiver is woken once per burst, not per message.
-//! With `M` = [`tungstenite::Message`] (or [`bytes::Bytes`]) the clone is a reference-count
-//! bump: the payload is never copied per client and nothing is allocated per client.
+//! A broadcast appends `m` to the hub's shared log (a ring of
+//! [`HubConfig::mailbox_capacity`] entries) under a short write lock, and wakes the receivers
+//! that are parked. It does not touch the members one by one: each receiver reads what lies
+//! between its cursor and the head in one pass under a read lock, cloning each message once.
+//! With `M` = [`tungstenite::Message`] (or [`bytes::Bytes`]) that clone is a reference-count
+//! bump: the payload is never copied per client and nothing is allocated per client. An idle
+//! client costs a cursor and an empty queue, not a buffer.
 //!
-//! ## Why no hub task
+//! ## Why a shared log, and no hub task
 //!
-//! gorilla's chat hub is a goroutine fed by register / unregister / broadcast channels. Here
-//! broadcasts run on the caller's task under a read lock instead: concurrent publishers fan out
-//! in parallel, and each message saves a channel hop and a task wake-up. Register and
-//! unregister take the write lock briefly (an index insert or a `swap_remove`). The hub never
-//! holds a lock across an `.await`. `benches/fanout.rs` measures the result against
-//! `tokio::sync::broadcast` and a `RwLock<HashMap<_, mpsc::UnboundedSender>>`.
+//! gorilla's chat hub is a goroutine fed by register / unregister / broadcast channels, and
+//! pushes each message into every client's channel. Both were measured here
+//! (`benches/fanout.rs`, see BENCHMARKS.md): a per-client queue makes the publisher do N
+//! pushes per message, which caps throughput at what one core can push, below
+//! `tokio::sync::broadcast`; a hub task adds a channel hop and a wake-up per message. With the
+//! shared log the publisher's work is O(1) per message and the per-delivery work runs on the
+//! receivers' tasks in parallel. The hub never holds a lock across an `.await`.
+//!
+//! The log keeps each client's bound exact: a client whose backlog (`head - cursor`) reaches
+//! the capacity is the client still at the oldest entry when the ring is full, and only then is
+//! the member list scanned (a lower bound on every cursor is remembered, so the scan runs once
+//! per many broadcasts, not per broadcast).
 //!
 //! # Slow clients
 //!
-//! Each mailbox holds at most [`HubConfig::mailbox_capacity`] messages (default 256). When a
-//! push finds it full, the hub's [`OverflowPolicy`] decides, and every discarded message is
-//! counted in [`Stats::dropped`]:
+//! A client's backlog holds at most [`HubConfig::mailbox_capacity`] broadcasts (default 256),
+//! and as many direct sends. When a message finds it full, the hub's [`OverflowPolicy`]
+//! decides, and every discarded message is counted in [`Stats::dropped`]:
 //!
 //! - [`OverflowPolicy::Disconnect`] (default, as gorilla's hub): the client is evicted, its
 //!   queue discarded, and its receiver sees [`CloseReason::Evicted`] (a WebSocket connection
@@ -67,11 +76,11 @@
 //! let (_slow, mut slow_mail) = hub.register()?;
 //! hub.broadcast(1);
 //! hub.broadcast(2);
-//! hub.broadcast(3); // the mailbox is full: the client is evicted
+//! hub.broadcast(3); // the backlog is full: the client is evicted, its 2 messages dropped
 //! assert_eq!(slow_mail.recv().await, Err(CloseReason::Evicted));
 //! assert_eq!(hub.client_count(), 0);
 //! let stats = hub.stats();
-//! assert_eq!((stats.evicted, stats.dropped), (1, 3));
+//! assert_eq!((stats.evicted, stats.dropped), (1, 2));
 //!
 //! let hub = Hub::with_config(HubConfig::default().mailbox_capacity(2).overflow(OverflowPolicy::DropOldest));
 //! let (_c, mut mail) = hub.register()?;
@@ -110,26 +119,25 @@
 //! # Ok(()) }
 //! ```
 
+mod engine;
 mod mailbox;
 mod members;
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
-
 use crate::error::{Error, Result};
-use mailbox::{Counters, Push, Slot};
-use members::Members;
+use engine::Inner;
+use mailbox::Slot;
 
 pub use mailbox::{CloseReason, Mailbox};
 
 /// Identifies one registered client for the lifetime of its hub. Never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(u64);
+pub struct ClientId(pub(crate) u64);
 
 impl ClientId {
     /// The id as a number.
@@ -178,9 +186,10 @@ impl Default for HubConfig {
 }
 
 impl HubConfig {
-    /// The most messages one client's mailbox holds. The default is 256 (gorilla's chat uses
-    /// 256 too). Larger absorbs longer bursts from a slow reader at the cost of memory:
-    /// at most `capacity × size_of::<M>()` bytes per client plus what the messages share.
+    /// How far behind the head of the hub's log a client may fall (and, separately, how many
+    /// direct sends may wait for it). The default is 256, as gorilla's chat. The log holds this
+    /// many messages for the whole hub, shared by every client; larger absorbs longer bursts
+    /// from a slow reader before the overflow policy applies.
     ///
     /// # Panics
     ///
@@ -227,24 +236,14 @@ pub struct Stats {
     pub evicted: u64,
 }
 
-struct Inner<M> {
-    config: HubConfig,
-    members: RwLock<Members<M>>,
-    connected: AtomicUsize,
-    counters: Arc<Counters>,
-    next_id: AtomicU64,
-    shut_down: AtomicBool,
-    emptied: Notify,
-}
-
 /// A set of clients and the fan-out to them. Cheap to clone: clones share one hub.
 ///
 /// See the [module documentation](self) for what a broadcast promises.
-pub struct Hub<M> {
+pub struct Hub<M: Clone> {
     inner: Arc<Inner<M>>,
 }
 
-impl<M> Clone for Hub<M> {
+impl<M: Clone> Clone for Hub<M> {
     fn clone(&self) -> Self {
         Hub {
             inner: self.inner.clone(),
@@ -252,7 +251,7 @@ impl<M> Clone for Hub<M> {
     }
 }
 
-impl<M> fmt::Debug for Hub<M> {
+impl<M: Clone> fmt::Debug for Hub<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hub")
             .field("config", &self.inner.config)
@@ -267,30 +266,7 @@ impl<M: Clone + Send + 'static> Default for Hub<M> {
     }
 }
 
-/// What one offer to one mailbox came to, after counting.
-enum Offer {
-    Accepted,
-    Dropped,
-    Evicted,
-    Closed,
-}
-
-impl<M> Hub<M> {
-    fn read(&self) -> RwLockReadGuard<'_, Members<M>> {
-        // Members is only edited by single insert/remove calls that cannot panic halfway.
-        self.inner
-            .members
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Members<M>> {
-        self.inner
-            .members
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
+impl<M: Clone> Hub<M> {
     /// Number of clients registered right now.
     pub fn client_count(&self) -> usize {
         self.inner.connected.load(Ordering::Acquire)
@@ -308,10 +284,10 @@ impl<M> Hub<M> {
         }
     }
 
-    /// The longest mailbox right now (0 without clients): how far the slowest client is
-    /// behind. Walks every member, so it costs as much as a broadcast; meant for monitoring.
+    /// The longest backlog right now (0 without clients): how far the slowest client is
+    /// behind. Walks every member, so it costs as much as a member scan; meant for monitoring.
     pub fn max_queued(&self) -> usize {
-        self.read().iter().map(|slot| slot.len()).max().unwrap_or(0)
+        self.inner.max_backlog()
     }
 
     /// The configuration this hub was built with.
@@ -321,79 +297,7 @@ impl<M> Hub<M> {
 
     /// True once [`Hub::shutdown`] has been called.
     pub fn is_shutdown(&self) -> bool {
-        self.inner.shut_down.load(Ordering::Acquire)
-    }
-
-    /// Removes a client; returns false if it was not registered (already removed or evicted).
-    fn remove(&self, id: ClientId) -> bool {
-        let mut members = self.write();
-        let Some(slot) = members.remove(id) else {
-            return false;
-        };
-        let now_empty = members.is_empty();
-        self.inner.connected.store(members.len(), Ordering::Release);
-        drop(members);
-        slot.close(CloseReason::Unregistered, true);
-        if now_empty {
-            self.inner.emptied.notify_waiters();
-        }
-        true
-    }
-
-    /// Pushes one message into one slot under the hub's policy and counts what was dropped.
-    /// `accepted` is counted by the caller, so a broadcast adds it once.
-    fn offer(&self, slot: &Slot<M>, msg: M) -> Offer {
-        let counters = &self.inner.counters;
-        match slot.push(msg, self.inner.config.overflow) {
-            Push::Queued => Offer::Accepted,
-            Push::QueuedDroppedOldest => {
-                Counters::add(&counters.dropped, 1);
-                Offer::Accepted
-            }
-            Push::DroppedNewest => {
-                Counters::add(&counters.dropped, 1);
-                Offer::Dropped
-            }
-            Push::Evicted { discarded } => {
-                Counters::add(&counters.dropped, discarded + 1);
-                Counters::add(&counters.evicted, 1);
-                tracing::debug!(client = %slot.id, discarded, "evicted slow client");
-                Offer::Evicted
-            }
-            Push::Closed => Offer::Closed,
-        }
-    }
-
-    /// Fans `msg` out to every member but `except`; returns how many accepted it.
-    fn fan_out(&self, except: Option<ClientId>, msg: M) -> usize
-    where
-        M: Clone,
-    {
-        let mut accepted = 0;
-        let mut evicted = Vec::new();
-        {
-            let members = self.read();
-            // Checked under the lock that `shutdown` takes exclusively: a broadcast reaches
-            // every member or, once shutdown has begun, none.
-            if self.is_shutdown() {
-                return 0;
-            }
-            for slot in members.iter() {
-                if Some(slot.id) == except {
-                    continue;
-                }
-                match self.offer(slot, msg.clone()) {
-                    Offer::Accepted => accepted += 1,
-                    Offer::Evicted => evicted.push(slot.id),
-                    Offer::Dropped | Offer::Closed => {}
-                }
-            }
-        }
-        Counters::add(&self.inner.counters.accepted, accepted);
-        for id in evicted {
-            self.remove(id);
-        }
-        accepted
+        self.inner.is_shutdown()
     }
 }
 
@@ -406,15 +310,7 @@ impl<M: Clone + Send + 'static> Hub<M> {
     /// A hub with the given configuration.
     pub fn with_config(config: HubConfig) -> Self {
         Hub {
-            inner: Arc::new(Inner {
-                config,
-                members: RwLock::new(Members::default()),
-                connected: AtomicUsize::new(0),
-                counters: Arc::new(Counters::default()),
-                next_id: AtomicU64::new(1),
-                shut_down: AtomicBool::new(false),
-                emptied: Notify::new(),
-            }),
+            inner: Arc::new(Inner::new(config)),
         }
     }
 
@@ -425,43 +321,33 @@ impl<M: Clone + Send + 'static> Hub<M> {
     ///
     /// [`Error::Shutdown`] once the hub is shut down.
     pub fn register(&self) -> Result<(ClientHandle<M>, Mailbox<M>)> {
-        let id = ClientId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
-        let slot = Arc::new(Slot::new(id, self.inner.config.mailbox_capacity));
-        {
-            let mut members = self.write();
-            // Checked under the write lock so shutdown (which closes members under the read
-            // lock after setting the flag) cannot miss a client registered concurrently.
-            if self.is_shutdown() {
-                return Err(Error::Shutdown);
-            }
-            members.insert(slot.clone());
-            self.inner.connected.store(members.len(), Ordering::Release);
-        }
+        let slot = self.inner.register()?;
         let handle = ClientHandle {
-            id,
+            id: slot.id,
             slot: slot.clone(),
             hub: self.clone(),
         };
-        Ok((handle, Mailbox::new(slot, self.inner.counters.clone())))
+        Ok((handle, Mailbox::new(slot, self.inner.clone())))
     }
 
-    /// Offers `msg` to every client; returns how many accepted it.
+    /// Offers `msg` to every client; returns how many it was offered to.
     ///
-    /// Never waits: a full mailbox is handled by the [`OverflowPolicy`]. Returns 0 after
-    /// [`Hub::shutdown`].
+    /// Never waits: a client whose backlog is full is handled by the [`OverflowPolicy`].
+    /// Returns 0 after [`Hub::shutdown`].
     ///
     /// # Cost
     ///
-    /// One `msg.clone()` and one uncontended mutex push per client, under a shared read lock.
-    /// Cloning a [`tungstenite::Message`] or [`bytes::Bytes`] is a reference-count bump: no
-    /// payload is copied per client.
+    /// One append to the hub's shared log under a short write lock, and a wake-up for each
+    /// parked receiver. No clone here: each receiver clones what it reads (a reference-count
+    /// bump for [`tungstenite::Message`] or [`bytes::Bytes`]), so the publisher's cost does
+    /// not grow with the number of clients.
     pub fn broadcast(&self, msg: M) -> usize {
-        self.fan_out(None, msg)
+        self.inner.broadcast(None, msg)
     }
 
     /// Like [`Hub::broadcast`], but skips the client `except` (typically the sender).
     pub fn broadcast_except(&self, except: ClientId, msg: M) -> usize {
-        self.fan_out(Some(except), msg)
+        self.inner.broadcast(Some(except), msg)
     }
 
     /// Sends `msg` to one client.
@@ -471,57 +357,27 @@ impl<M: Clone + Send + 'static> Hub<M> {
     /// [`Error::NoSuchClient`] if `id` is not registered; otherwise as [`ClientHandle::send`].
     pub fn send_to(&self, id: ClientId, msg: M) -> Result<()> {
         let slot = self
+            .inner
             .read()
+            .members
             .get(id)
             .cloned()
             .ok_or(Error::NoSuchClient(id))?;
-        self.send_to_slot(&slot, msg)
-    }
-
-    fn send_to_slot(&self, slot: &Slot<M>, msg: M) -> Result<()> {
-        if self.is_shutdown() {
-            return Err(Error::Shutdown);
-        }
-        match self.offer(slot, msg) {
-            Offer::Accepted => {
-                Counters::add(&self.inner.counters.accepted, 1);
-                Ok(())
-            }
-            Offer::Dropped => Err(Error::MailboxFull(slot.id)),
-            Offer::Evicted => {
-                self.remove(slot.id);
-                Err(Error::Evicted(slot.id))
-            }
-            Offer::Closed => Err(Error::ClientClosed(slot.id)),
-        }
+        self.inner.send_to(&slot, msg)
     }
 
     /// Starts a graceful shutdown: new clients and new messages are refused; every mailbox
     /// still delivers what it holds, then reports [`CloseReason::Shutdown`]. A broadcast racing
     /// with shutdown reaches every member or none. Idempotent.
     pub fn shutdown(&self) {
-        // Exclusive, so no broadcast is half-way through the members when the flag flips.
-        let members = self.write();
-        if self.inner.shut_down.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        for slot in members.iter() {
-            slot.close(CloseReason::Shutdown, true);
-        }
+        self.inner.shutdown();
     }
 
     /// Ends a shutdown that ran out of time: discards what every mailbox still holds (counted
     /// as dropped) and closes them all with [`CloseReason::Shutdown`]. Returns how many
     /// messages were discarded.
     pub fn abort(&self) -> usize {
-        self.inner.shut_down.store(true, Ordering::Release);
-        let members = self.read();
-        let discarded = members
-            .iter()
-            .map(|slot| slot.close(CloseReason::Shutdown, false))
-            .sum();
-        Counters::add(&self.inner.counters.dropped, discarded);
-        discarded
+        self.inner.abort()
     }
 
     /// Waits until no client is registered.
@@ -547,13 +403,13 @@ impl<M: Clone + Send + 'static> Hub<M> {
 /// Dropping the handle (or calling [`ClientHandle::unregister`]) removes the client from the
 /// hub exactly once; its [`Mailbox`] still yields what was queued, then
 /// [`CloseReason::Unregistered`]. The handle is also a [`futures_sink::Sink`] of `M`.
-pub struct ClientHandle<M> {
+pub struct ClientHandle<M: Clone> {
     id: ClientId,
     slot: Arc<Slot<M>>,
     hub: Hub<M>,
 }
 
-impl<M> fmt::Debug for ClientHandle<M> {
+impl<M: Clone> fmt::Debug for ClientHandle<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientHandle")
             .field("id", &self.id)
@@ -561,7 +417,7 @@ impl<M> fmt::Debug for ClientHandle<M> {
     }
 }
 
-impl<M> ClientHandle<M> {
+impl<M: Clone> ClientHandle<M> {
     /// This client's id.
     pub fn id(&self) -> ClientId {
         self.id
@@ -572,9 +428,9 @@ impl<M> ClientHandle<M> {
         &self.hub
     }
 
-    /// Messages waiting in this client's mailbox.
+    /// Messages waiting for this client.
     pub fn queued(&self) -> usize {
-        self.slot.len()
+        self.hub.inner.backlog(&self.slot)
     }
 
     /// Removes the client from the hub now (dropping the handle does the same).
@@ -589,13 +445,15 @@ impl<M: Clone + Send + 'static> ClientHandle<M> {
     /// [`Error::MailboxFull`] (dropped under `DropNewest`), [`Error::Evicted`] (the mailbox was
     /// full under `Disconnect`), [`Error::ClientClosed`] or [`Error::Shutdown`].
     pub fn send(&self, msg: M) -> Result<()> {
-        self.hub.send_to_slot(&self.slot, msg)
+        self.hub.inner.send_to(&self.slot, msg)
     }
 }
 
-impl<M> Drop for ClientHandle<M> {
+impl<M: Clone> Drop for ClientHandle<M> {
     fn drop(&mut self) {
-        self.hub.remove(self.id);
+        self.hub
+            .inner
+            .remove(self.id, CloseReason::Unregistered, true);
     }
 }
 
