@@ -40,7 +40,7 @@ pub(crate) struct Counters {
     pub(crate) delivered: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) evicted: AtomicU64,
-    pub(crate) accepted: AtomicU64,
+    pub(crate) sent: AtomicU64,
 }
 
 impl Counters {
@@ -265,7 +265,7 @@ impl<M: Clone> Inner<M> {
         let offered = st.members.len() - excluded - skipped;
         drop(st);
         Counters::add(&self.counters.dropped, skipped);
-        Counters::add(&self.counters.accepted, offered);
+        Counters::add(&self.counters.sent, offered + skipped);
         self.wake_waiters();
         offered
     }
@@ -393,6 +393,8 @@ impl<M: Clone> Inner<M> {
         if ss.closed.is_some() {
             return Err(Error::ClientClosed(slot.id));
         }
+        // From here on the message is the hub's: it ends up delivered or counted as dropped.
+        Counters::add(&self.counters.sent, 1);
         if ss.private.len() >= cap {
             match self.config.get_overflow() {
                 OverflowPolicy::DropNewest => {
@@ -415,7 +417,6 @@ impl<M: Clone> Inner<M> {
         slot.private_len.store(ss.private.len(), Ordering::Release);
         let waker = ss.waker.take();
         drop(ss);
-        Counters::add(&self.counters.accepted, 1);
         if let Some(w) = waker {
             w.wake();
         }

@@ -7,11 +7,10 @@
 //! # What a broadcast promises
 //!
 //! [`Hub::broadcast`] offers the message to every registered client and returns how many
-//! accepted it. For each client it is one non-blocking push of `m.clone()`; the hub never waits
-//! for a client. Messages from one publisher reach every client in the order they were
-//! broadcast. A message that a mailbox accepted is later taken out by the client's receiver
-//! (counted in [`Stats::delivered`]) or discarded by a named policy (counted in
-//! [`Stats::dropped`]) — never lost silently.
+//! accepted it; the hub never waits for a client. Messages from one publisher reach every client in the order they were
+//! broadcast. Every message sent to a client (counted in [`Stats::sent`]) is later taken out
+//! by its receiver (counted in [`Stats::delivered`]) or discarded by a named policy (counted
+//! in [`Stats::dropped`]) — never lost silently.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> wshub::Result<()> {
@@ -225,12 +224,14 @@ impl HubConfig {
 pub struct Stats {
     /// Clients registered right now.
     pub connected: usize,
-    /// Messages accepted into a mailbox (one per client reached).
-    pub accepted: u64,
+    /// Messages sent to clients: one per client a broadcast was offered to, plus direct
+    /// sends. Each is, eventually, delivered or dropped: once every receiver has drained,
+    /// `sent == delivered + dropped`.
+    pub sent: u64,
     /// Messages taken out of mailboxes by their receivers.
     pub delivered: u64,
-    /// Messages discarded by an overflow policy, by an eviction, or because a receiver went
-    /// away with messages still queued.
+    /// Messages discarded: refused or pushed out by an overflow policy, discarded with an
+    /// evicted client's backlog, or still queued when a receiver went away.
     pub dropped: u64,
     /// Clients evicted by [`OverflowPolicy::Disconnect`].
     pub evicted: u64,
@@ -277,7 +278,7 @@ impl<M: Clone> Hub<M> {
         let c = &self.inner.counters;
         Stats {
             connected: self.client_count(),
-            accepted: c.accepted.load(Ordering::Relaxed),
+            sent: c.sent.load(Ordering::Relaxed),
             delivered: c.delivered.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             evicted: c.evicted.load(Ordering::Relaxed),
