@@ -60,6 +60,9 @@ else
   missing "chromium, node or npm is not installed and could not be installed"
 fi
 
+step "load generator smoke run (chat example, 20 clients)"
+bash scripts/loadgen_smoke.sh
+
 if [ -d benches ] && ls benches/*.rs >/dev/null 2>&1; then
   step "benches build"
   cargo bench --all-features --no-run
