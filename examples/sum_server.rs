@@ -23,7 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if idle == 0 {
         return Err("--idle-timeout must be at least 1 second".into());
     }
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let listener = wshub::ws::listen(&addr).await?;
     let server = service::server(Duration::from_secs(idle));
     println!(
         "sum server listening on ws://{}/add",

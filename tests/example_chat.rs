@@ -18,7 +18,7 @@ use wshub::CloseCode;
 async fn start_chat() -> (Server, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let ws = chat::ws_server(Heartbeat::default());
+    let ws = chat::ws_server(Heartbeat::default(), 100);
     tokio::spawn(chat::serve(listener, ws.clone()));
     (ws, addr)
 }

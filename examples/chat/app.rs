@@ -37,11 +37,12 @@ fn relay(client: &Client, msg: Message) -> Result<(), HandlerError> {
 }
 
 /// The wshub side: hub with slow-client eviction, heartbeat on, message size limit.
-pub fn ws_server(heartbeat: Heartbeat) -> Server {
+pub fn ws_server(heartbeat: Heartbeat, max_connections: usize) -> Server {
     let hub = Hub::with_config(HubConfig::default().mailbox_capacity(256));
     let config = Config::default()
         .path("/ws")
         .heartbeat(heartbeat)
+        .max_connections(max_connections)
         .max_message_size(MAX_MESSAGE_BYTES);
     Server::new(hub, config, relay)
 }

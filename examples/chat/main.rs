@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --example chat                       # http://127.0.0.1:8080/
-//! cargo run --example chat -- --addr 0.0.0.0:9000
+//! cargo run --example chat -- --addr 0.0.0.0:9000 --max-connections 15000
 //! ```
 //! Open the printed URL in two browser windows and talk. Any WebSocket client can join at
 //! `ws://127.0.0.1:8080/ws`: every text message it sends is relayed verbatim to everyone.
@@ -21,7 +21,7 @@ use wshub::ws::Heartbeat;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing();
     let addr: String = common::flag("--addr", "127.0.0.1:8080".to_string());
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let listener = wshub::ws::listen(&addr).await?;
     let local = listener.local_addr()?;
     let shown = if local.ip().is_unspecified() {
         format!("127.0.0.1:{}", local.port())
@@ -31,7 +31,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("chat room: open http://{shown}/ in a browser (WebSocket at ws://{shown}/ws)");
     std::io::stdout().flush()?;
 
-    let ws = app::ws_server(Heartbeat::default());
+    let max_connections: usize = common::flag("--max-connections", 10_000);
+    if max_connections == 0 {
+        return Err("--max-connections must be at least 1".into());
+    }
+    let ws = app::ws_server(Heartbeat::default(), max_connections);
     let serving = tokio::spawn(app::serve(listener, ws.clone()));
     shutdown_signal().await;
     println!("shutting down");

@@ -101,9 +101,6 @@ impl<M> Slot<M> {
 pub struct Mailbox<M: Clone> {
     slot: Arc<Slot<M>>,
     hub: Arc<Inner<M>>,
-    /// Log entries read in the last pass, with their sequence numbers (reused, never shrinks
-    /// below what one batch needed).
-    scratch: VecDeque<(u64, M)>,
     /// Taken out of the hub but not yet handed to the caller (`recv`, `recv_many`).
     pending: VecDeque<M>,
 }
@@ -121,7 +118,6 @@ impl<M: Clone> Mailbox<M> {
         Mailbox {
             slot,
             hub,
-            scratch: VecDeque::new(),
             pending: VecDeque::new(),
         }
     }
@@ -149,69 +145,89 @@ impl<M: Clone> Mailbox<M> {
         buf: &mut VecDeque<M>,
     ) -> Poll<Result<usize, CloseReason>> {
         let before = buf.len();
-        self.read_log();
-        let mut ss = self
-            .slot
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if ss.private.is_empty() {
-            buf.extend(self.scratch.drain(..).map(|(_, m)| m));
-        } else {
-            let mut private = std::mem::take(&mut ss.private);
-            self.slot.private_len.store(0, Ordering::Release);
-            drop(ss);
-            private.make_contiguous().sort_by_key(|(k, _)| *k);
-            merge(&mut self.scratch, private, buf);
-            return Poll::Ready(Ok(buf.len() - before));
-        }
-        if buf.len() > before {
-            return Poll::Ready(Ok(buf.len() - before));
-        }
-        if let Some(reason) = ss.closed {
-            return Poll::Ready(Err(reason));
-        }
-        match &mut ss.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            w => *w = Some(cx.waker().clone()),
-        }
-        drop(ss);
-        // Broadcasts wake through the hub's waiter list. Re-check after registering, so a
-        // broadcast between our read and the registration is not missed.
-        let cursor = self.slot.cursor.load(Ordering::Acquire);
-        if cursor != DETACHED {
-            self.hub.park(cx.waker());
-            if self.hub.head.load(Ordering::SeqCst) > cursor {
-                cx.waker().wake_by_ref();
+        let mut force_lock = false;
+        loop {
+            let cursor = self.slot.cursor.load(Ordering::Acquire);
+            let behind = cursor != DETACHED && cursor < self.hub.head.load(Ordering::SeqCst);
+            let log = (behind || force_lock).then(|| self.hub.read());
+            // Log entries since the cursor, cloned straight into `buf` (in sequence order).
+            let mut read_from = None;
+            if let Some(st) = &log {
+                let cursor = self.slot.cursor.load(Ordering::Acquire);
+                if cursor != DETACHED {
+                    if cursor < st.base {
+                        // Cannot happen while the scan invariant holds; if it ever did, count
+                        // the gap rather than lose it silently.
+                        Counters::add(&self.hub.counters.dropped, (st.base - cursor) as usize);
+                    }
+                    let id = self.slot.id;
+                    buf.extend(
+                        st.entries_from(cursor)
+                            .filter(|(_, e)| e.except != Some(id))
+                            .map(|(_, e)| e.msg.clone()),
+                    );
+                    self.slot.cursor.store(st.head(), Ordering::Release);
+                    read_from = Some(cursor);
+                }
             }
+            let mut ss = self
+                .slot
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !ss.private.is_empty() {
+                // A direct send must not overtake a broadcast made before it: if the log moved
+                // on since we looked, read it first (under the lock, for a consistent merge).
+                let cursor = self.slot.cursor.load(Ordering::Acquire);
+                if log.is_none()
+                    && cursor != DETACHED
+                    && cursor < self.hub.head.load(Ordering::SeqCst)
+                {
+                    force_lock = true;
+                    continue;
+                }
+                let mut private = std::mem::take(&mut ss.private);
+                self.slot.private_len.store(0, Ordering::Release);
+                drop(ss);
+                private.make_contiguous().sort_by_key(|(k, _)| *k);
+                match (&log, read_from) {
+                    (Some(st), Some(from)) if buf.len() > before => {
+                        let id = self.slot.id;
+                        // The same snapshot gives the sequence numbers of what we just read.
+                        let seqs = st
+                            .entries_from(from)
+                            .filter(|(_, e)| e.except != Some(id))
+                            .map(|(seq, _)| seq);
+                        let read: Vec<(u64, M)> = seqs.zip(buf.drain(before..)).collect();
+                        merge(read, private, buf);
+                    }
+                    _ => buf.extend(private.into_iter().map(|(_, m)| m)),
+                }
+                return Poll::Ready(Ok(buf.len() - before));
+            }
+            drop(log);
+            if buf.len() > before {
+                return Poll::Ready(Ok(buf.len() - before));
+            }
+            if let Some(reason) = ss.closed {
+                return Poll::Ready(Err(reason));
+            }
+            match &mut ss.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(cx.waker().clone()),
+            }
+            drop(ss);
+            // Broadcasts wake through the hub's waiter list. Re-check after registering, so a
+            // broadcast between our read and the registration is not missed.
+            let cursor = self.slot.cursor.load(Ordering::Acquire);
+            if cursor != DETACHED {
+                self.hub.park(cx.waker());
+                if self.hub.head.load(Ordering::SeqCst) > cursor {
+                    cx.waker().wake_by_ref();
+                }
+            }
+            return Poll::Pending;
         }
-        Poll::Pending
-    }
-
-    /// Clones the log entries between the cursor and the head into `scratch`.
-    fn read_log(&mut self) {
-        let cursor = self.slot.cursor.load(Ordering::Acquire);
-        if cursor == DETACHED || cursor >= self.hub.head.load(Ordering::Acquire) {
-            return;
-        }
-        let st = self.hub.read();
-        // Reload under the lock: the hub may have moved the cursor (policy) or detached us.
-        let cursor = self.slot.cursor.load(Ordering::Acquire);
-        if cursor == DETACHED {
-            return;
-        }
-        if cursor < st.base {
-            // Cannot happen while the scan invariant holds; if it ever did, count the gap
-            // rather than lose it silently.
-            Counters::add(&self.hub.counters.dropped, (st.base - cursor) as usize);
-        }
-        let id = self.slot.id;
-        self.scratch.extend(
-            st.entries_from(cursor)
-                .filter(|(_, e)| e.except != Some(id))
-                .map(|(seq, e)| (seq, e.msg.clone())),
-        );
-        self.slot.cursor.store(st.head(), Ordering::Release);
     }
 
     /// Takes everything waiting into `buf`, or registers the task to be woken when a message
@@ -304,9 +320,9 @@ impl<M: Clone> Mailbox<M> {
 }
 
 /// Merges log entries (`(seq, msg)`, in order) with private entries (sorted by key) into `out`.
-fn merge<M>(log: &mut VecDeque<(u64, M)>, private: VecDeque<(Key, M)>, out: &mut VecDeque<M>) {
+fn merge<M>(log: Vec<(u64, M)>, private: VecDeque<(Key, M)>, out: &mut VecDeque<M>) {
     let mut private = private.into_iter().peekable();
-    for (seq, msg) in log.drain(..) {
+    for (seq, msg) in log {
         while let Some((_, m)) = private.next_if(|(k, _)| *k < Key::log(seq)) {
             out.push_back(m);
         }

@@ -29,6 +29,8 @@ use crate::hub::{CloseReason, Mailbox};
 const READ_BUDGET: usize = 64;
 /// Outbound messages taken from the mailbox per poll before yielding.
 const WRITE_BUDGET: usize = 512;
+/// Slots the outbound queue keeps between batches (a `Message` is 56 bytes).
+const OUT_SPARE: usize = 32;
 /// How long to wait for the peer's close frame when no write timeout is set.
 const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -347,6 +349,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
         }
         self.blocked_since = None;
+        // Everything is written: do not let one burst pin a large queue on an idle connection.
+        if self.out.capacity() > OUT_SPARE {
+            self.out.shrink_to(OUT_SPARE);
+        }
         // A close we sent is complete once flushed if we may not read the peer's reply.
         if !self.can_read && matches!(self.phase, Phase::Closing { frame: None, .. }) {
             return Some(End::Closed);

@@ -40,8 +40,7 @@
 //!     client.hub().broadcast(msg);
 //!     Ok(())
 //! });
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! server.serve(listener).await
+//! server.serve(wshub::ws::listen("127.0.0.1:8080").await?).await
 //! # }
 //! ```
 
@@ -60,7 +59,7 @@ use crate::hub::{ClientHandle, ClientId, CloseReason};
 
 pub use config::{Config, Heartbeat, OriginPolicy};
 pub use conn::End;
-pub use server::{Server, ShutdownReport};
+pub use server::{listen, Server, ShutdownReport};
 
 /// A WebSocket client of a hub.
 pub type Client = ClientHandle<Message>;

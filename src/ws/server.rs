@@ -65,6 +65,44 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Binds a TCP listener for [`Server::serve`] with a listen backlog of 1024.
+///
+/// `TcpListener::bind` uses a backlog of 128: when more clients than that connect at once (a
+/// reconnect storm after a restart), the kernel drops the excess SYNs and those clients wait a
+/// second or more for their retry. Also sets `SO_REUSEADDR`, so a restarted server can bind
+/// while old connections linger in `TIME_WAIT`.
+///
+/// # Errors
+///
+/// The address does not resolve, or no resolved address could be bound.
+pub async fn listen(addr: impl tokio::net::ToSocketAddrs) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        let bound = socket
+            .set_reuseaddr(true)
+            .and_then(|()| socket.bind(addr))
+            .and_then(|()| socket.listen(LISTEN_BACKLOG));
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "address resolved to nothing",
+        )
+    }))
+}
+
+/// Pending connections the kernel queues for [`listen`].
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// What [`Server::shutdown`] achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

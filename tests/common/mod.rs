@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wshub::ws::{Config, Handler, Server};
 use wshub::{CloseCode, Hub, HubConfig, Message};
@@ -21,7 +21,7 @@ pub async fn start(
     config: Config,
     handler: impl Handler,
 ) -> (Server, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = wshub::ws::listen("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = Server::new(Hub::with_config(hub_config), config, handler);
     let s = server.clone();
