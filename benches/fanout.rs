@@ -2,7 +2,11 @@
 //!
 //! Three contenders in one group, run in the same process on the same runtime:
 //!
-//! - `wshub`: [`Hub::broadcast`] into per-client mailboxes, each drained with `recv_all`;
+//! - `wshub`: [`Hub::broadcast`] into the hub's shared log; each member drains with
+//!   `poll_recv_with`, reading every message by reference, as the WebSocket writer does (it
+//!   encodes the frame straight from the shared message);
+//! - `wshub_owned`: the same hub, each member taking owned clones with `recv_all` (one
+//!   reference-count bump per delivery, like the baselines);
 //! - `tokio_broadcast`: one `tokio::sync::broadcast` channel with N receivers;
 //! - `rwlock_hashmap`: `RwLock<HashMap<id, mpsc::UnboundedSender>>` iterated per message,
 //!   the pattern people write by hand.
@@ -67,7 +71,39 @@ struct WshubFanout {
 }
 
 impl WshubFanout {
-    fn new(rt: &Runtime, n: usize) -> Self {
+    /// Members read by reference (`poll_recv_with`), as the WebSocket writer does.
+    fn by_reference(rt: &Runtime, n: usize) -> Self {
+        let hub: Hub<Message> = Hub::with_config(HubConfig::default().mailbox_capacity(1024));
+        let delivered = Arc::new(AtomicU64::new(0));
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (client, mut mailbox) = hub.register().expect("register");
+            clients.push(client);
+            let delivered = delivered.clone();
+            rt.spawn(async move {
+                let mut bytes = 0usize;
+                loop {
+                    let polled = std::future::poll_fn(|cx| {
+                        mailbox.poll_recv_with(cx, 1024, |m| bytes += black_box(m).len())
+                    })
+                    .await;
+                    match polled {
+                        Ok(k) => delivered.fetch_add(k as u64, Ordering::Release),
+                        Err(_) => break,
+                    };
+                }
+                black_box(bytes);
+            });
+        }
+        WshubFanout {
+            hub,
+            delivered,
+            _clients: clients,
+        }
+    }
+
+    /// Members take owned clones (`recv_all`), like the baselines.
+    fn owned(rt: &Runtime, n: usize) -> Self {
         let hub = Hub::with_config(HubConfig::default().mailbox_capacity(1024));
         let delivered = Arc::new(AtomicU64::new(0));
         let mut clients = Vec::with_capacity(n);
@@ -242,10 +278,16 @@ fn fanout(c: &mut Criterion) {
         let msg = payload(size);
         for n in SIZES {
             group.throughput(Throughput::Elements(BURST * n as u64));
-            {
+            for (name, make) in [
+                (
+                    "wshub",
+                    WshubFanout::by_reference as fn(&Runtime, usize) -> WshubFanout,
+                ),
+                ("wshub_owned", WshubFanout::owned),
+            ] {
                 let rt = runtime();
-                let c = Arc::new(WshubFanout::new(&rt, n));
-                group.bench_with_input(BenchmarkId::new("wshub", n), &n, |b, &n| {
+                let c = Arc::new(make(&rt, n));
+                group.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
                     b.iter_custom(|iters| run_bursts(&rt, &c, n, &msg, iters))
                 });
                 assert_eq!(c.hub.stats().dropped, 0, "the bench must not drop");

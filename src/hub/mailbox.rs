@@ -262,6 +262,76 @@ impl<M: Clone> Mailbox<M> {
         Poll::Ready(Ok(n))
     }
 
+    /// Hands up to `max` waiting messages to `f` by reference, in order, or registers the task
+    /// to be woken. Returns `Ready(Ok(n))` with `n >= 1` messages handed over, or
+    /// `Ready(Err(reason))` once the mailbox is closed and drained.
+    ///
+    /// Broadcasts are read in place from the hub's shared log: nothing is cloned, so no
+    /// reference count is touched per client. The WebSocket writer encodes each frame
+    /// straight from here into its write buffer.
+    ///
+    /// # Deadlocks
+    ///
+    /// `f` runs while the hub's log is read-locked: it must be quick and must not call into
+    /// the hub (no `broadcast`, `send_to`, `register`, no dropping a `ClientHandle`).
+    pub fn poll_recv_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        mut f: impl FnMut(&M),
+    ) -> Poll<Result<usize, CloseReason>> {
+        let max = max.max(1);
+        let cursor = self.slot.cursor.load(Ordering::Acquire);
+        let behind = cursor != DETACHED && cursor < self.hub.head.load(Ordering::SeqCst);
+        if self.pending.is_empty() && behind {
+            let st = self.hub.read();
+            let cursor = self.slot.cursor.load(Ordering::Acquire);
+            // Checked under the lock: a direct send made before any broadcast we are about to
+            // read is visible now, and then the owned path merges the two in order.
+            if cursor != DETACHED && self.slot.private_len.load(Ordering::Acquire) == 0 {
+                if cursor < st.base {
+                    Counters::add(&self.hub.counters.dropped, (st.base - cursor) as usize);
+                }
+                let id = self.slot.id;
+                let mut next = cursor.max(st.base);
+                let mut n = 0;
+                for (seq, e) in st.entries_from(cursor) {
+                    if n == max {
+                        break;
+                    }
+                    next = seq + 1;
+                    if e.except != Some(id) {
+                        f(&e.msg);
+                        n += 1;
+                    }
+                }
+                self.slot.cursor.store(next, Ordering::Release);
+                drop(st);
+                if n > 0 {
+                    Counters::add(&self.hub.counters.delivered, n);
+                    return Poll::Ready(Ok(n));
+                }
+            }
+        }
+        // Direct sends waiting, leftovers, nothing at all, or closed: the owned path.
+        if self.pending.is_empty() {
+            let mut pending = std::mem::take(&mut self.pending);
+            let filled = self.fill(cx, &mut pending);
+            self.pending = pending;
+            match filled {
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+        let n = self.pending.len().min(max);
+        for m in self.pending.drain(..n) {
+            f(&m);
+        }
+        Counters::add(&self.hub.counters.delivered, n);
+        Poll::Ready(Ok(n))
+    }
+
     /// Moves up to `limit` waiting messages into `out`, or registers the task to be woken
     /// when one arrives. Returns `Ready(Ok(n))` with `n >= 1`, or `Ready(Err(reason))` once
     /// the mailbox is closed and drained.

@@ -258,9 +258,11 @@ impl Config {
         self
     }
 
-    /// Outbound bytes gathered before a write to the socket; a drained batch is flushed at
-    /// once whatever its size. The default is 16 KiB: a backlog of small messages goes out in
-    /// one or two syscalls. The buffer never holds more than this plus one message.
+    /// The write buffer a connection keeps between batches. Each drained batch (up to 256
+    /// messages) is encoded into one buffer and written with one syscall; a burst that needs
+    /// more allocates temporarily, and the buffer is released once written. The default is
+    /// 16 KiB: a backlog of small messages goes out in one write, and an idle connection
+    /// holds no write buffer at all.
     #[must_use]
     pub fn write_buffer_size(mut self, bytes: usize) -> Self {
         self.write_buffer_size = bytes;
@@ -299,6 +301,11 @@ impl Config {
         self.max_message_size
     }
 
+    /// The write buffer kept between batches.
+    pub fn get_write_buffer_size(&self) -> usize {
+        self.write_buffer_size
+    }
+
     /// The heartbeat.
     pub fn get_heartbeat(&self) -> Heartbeat {
         self.heartbeat
@@ -308,10 +315,10 @@ impl Config {
     pub fn websocket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_size)
-            .write_buffer_size(self.write_buffer_size)
-            // No `max_write_buffer_size`: the writer waits in `poll_ready` (which flushes)
-            // before adding a message, so the buffer holds at most the threshold plus one
-            // outbound message, whatever size the application broadcasts.
+            // tungstenite writes only control frames here (data frames are encoded by the
+            // driver): write them at once, and never hold more than a few of them.
+            .write_buffer_size(0)
+            .max_write_buffer_size(4 * 1024)
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size))
     }

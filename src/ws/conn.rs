@@ -3,8 +3,15 @@
 //! One task, not two: an idle connection then costs one task allocation, and reading and
 //! writing share the tungstenite state without a lock. Each poll runs the timers, then reads
 //! (bounded), then writes everything the mailbox holds and flushes once.
+//!
+//! Data frames do not go through tungstenite's writer: the mailbox hands each broadcast out
+//! by reference and [`frame::encode`] appends it to this connection's own buffer (no
+//! reference count touched per client, one syscall per batch, and the buffer is released when
+//! a burst has been written). tungstenite still reads, and writes the control frames (pings,
+//! pong replies, close). The two never interleave inside a frame: tungstenite is called only
+//! while our buffer is fully written, and our buffer is filled only after tungstenite's
+//! pending control frames are flushed.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,15 +29,15 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
 use super::config::Heartbeat;
+use super::frame;
 use super::{Client, Disconnect, Handler};
 use crate::hub::{CloseReason, Mailbox};
 
 /// Inbound messages handled per poll before yielding to other tasks.
 const READ_BUDGET: usize = 64;
-/// Outbound messages taken from the mailbox per poll before yielding.
-const WRITE_BUDGET: usize = 512;
-/// Slots the outbound queue keeps between batches (a `Message` is 56 bytes).
-const OUT_SPARE: usize = 32;
+/// Outbound messages encoded per batch (one write), and per poll before yielding.
+const BATCH: usize = 256;
+const WRITE_BUDGET: usize = 1024;
 /// How long to wait for the peer's close frame when no write timeout is set.
 const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -50,10 +57,18 @@ pub(crate) struct Driver<S> {
     mailbox: Mailbox<Message>,
     handler: Arc<dyn Handler>,
     heartbeat: Heartbeat,
-    out: VecDeque<Message>,
+    /// Encoded data frames; `wbuf[wpos..]` is not written yet.
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// Capacity `wbuf` keeps between batches; a larger buffer (after a burst) is released.
+    wbuf_spare: usize,
+    /// Data was written to the stream and not flushed yet (matters for TLS streams).
+    data_unflushed: bool,
+    ping_due: bool,
     phase: Phase,
     /// False after a read error that leaves the stream mid-frame.
     can_read: bool,
+    /// tungstenite holds control frames (pong reply, ping, close) to flush.
     needs_flush: bool,
     last_read: Instant,
     next_ping: Option<Instant>,
@@ -71,6 +86,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         mailbox: Mailbox<Message>,
         handler: Arc<dyn Handler>,
         heartbeat: Heartbeat,
+        wbuf_spare: usize,
     ) -> Self {
         let now = Instant::now();
         let next_ping = heartbeat.get_ping_interval().map(|i| now + i);
@@ -81,7 +97,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             mailbox,
             handler,
             heartbeat,
-            out: VecDeque::new(),
+            wbuf: Vec::new(),
+            wpos: 0,
+            wbuf_spare,
+            data_unflushed: false,
+            ping_due: false,
             phase: Phase::Open,
             can_read: true,
             needs_flush: false,
@@ -125,8 +145,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if let Some(end) = self.on_timers(now) {
             return Poll::Ready(end);
         }
-        if let Some(end) = self.poll_read(cx) {
-            return Poll::Ready(end);
+        // Reading may make tungstenite write (pong replies): only between our frames.
+        if self.wbuf.is_empty() {
+            if let Some(end) = self.poll_read(cx) {
+                return Poll::Ready(end);
+            }
         }
         if let Some(end) = self.poll_write(cx, now) {
             return Poll::Ready(end);
@@ -172,7 +195,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     (self.next_ping, self.heartbeat.get_ping_interval())
                 {
                     if now >= at {
-                        self.out.push_back(Message::Ping(Default::default()));
+                        self.ping_due = true;
                         self.next_ping = Some(now + interval);
                     }
                 }
@@ -289,74 +312,130 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant) -> Option<End> {
         let mut budget = WRITE_BUDGET;
         loop {
-            // Fill from the mailbox while open.
-            if self.out.is_empty() && matches!(self.phase, Phase::Open) {
-                match self.mailbox.poll_recv_all(cx, &mut self.out) {
-                    Poll::Ready(Ok(n)) => budget = budget.saturating_sub(n),
-                    Poll::Ready(Err(reason)) => {
-                        let (code, text) = match reason {
-                            CloseReason::Evicted => (CloseCode::Policy, "slow client evicted"),
-                            CloseReason::Shutdown => (CloseCode::Away, "server shutting down"),
-                            _ => (CloseCode::Normal, "closed by server"),
-                        };
-                        self.result.close_reason = Some(reason);
-                        self.start_close(now, code, text);
+            // 1. Our encoded data frames.
+            while self.wpos < self.wbuf.len() {
+                match Pin::new(self.ws.get_mut()).poll_write(cx, &self.wbuf[self.wpos..]) {
+                    Poll::Pending => {
+                        self.blocked_since.get_or_insert(now);
+                        return None;
                     }
-                    Poll::Pending => {}
-                }
-            }
-            // Then the close frame, once everything before it is written.
-            if self.out.is_empty() {
-                if let Phase::Closing { frame, .. } = &mut self.phase {
-                    if let Some(f) = frame.take() {
-                        self.out.push_back(Message::Close(Some(f)));
+                    Poll::Ready(Ok(0)) => return Some(End::Reset),
+                    Poll::Ready(Ok(n)) => self.wpos += n,
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "write failed");
+                        return Some(End::Reset);
                     }
                 }
             }
-            if self.out.is_empty() {
-                break;
+            if !self.wbuf.is_empty() {
+                self.wbuf.clear();
+                self.wpos = 0;
+                self.data_unflushed = true;
+                if self.wbuf.capacity() > self.wbuf_spare {
+                    self.wbuf = Vec::new();
+                }
             }
-            while !self.out.is_empty() {
-                match Pin::new(&mut self.ws).poll_ready(cx) {
+            // 2. Control frames, through tungstenite, between our frames.
+            if self.ping_due && matches!(self.phase, Phase::Open) {
+                if let Some(end) = self.send_control(cx, now, Message::Ping(Default::default())) {
+                    return end;
+                }
+                self.ping_due = false;
+            }
+            if let Phase::Closing { frame, .. } = &mut self.phase {
+                if let Some(f) = frame.take() {
+                    let close = Message::Close(Some(f.clone()));
+                    if let Some(end) = self.send_control(cx, now, close) {
+                        // Not sent yet: keep it for the next poll.
+                        if let Phase::Closing { frame, .. } = &mut self.phase {
+                            *frame = Some(f);
+                        }
+                        return end;
+                    }
+                }
+            }
+            if self.needs_flush {
+                match Pin::new(&mut self.ws).poll_flush(cx) {
                     Poll::Pending => {
                         self.blocked_since.get_or_insert(now);
                         return None;
                     }
                     Poll::Ready(Err(e)) => return Some(write_end(e)),
-                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Ok(())) => self.needs_flush = false,
                 }
-                let Some(msg) = self.out.pop_front() else {
-                    break;
-                };
-                if let Err(e) = Pin::new(&mut self.ws).start_send(msg) {
-                    return Some(write_end(e));
-                }
-                self.needs_flush = true;
             }
-            if budget == 0 {
-                cx.waker().wake_by_ref();
+            // 3. The next batch from the mailbox, while open.
+            if !matches!(self.phase, Phase::Open) || budget == 0 {
+                break;
+            }
+            let wbuf = &mut self.wbuf;
+            let polled = self.mailbox.poll_recv_with(cx, BATCH.min(budget), |msg| {
+                if !frame::encode(msg, wbuf) {
+                    tracing::debug!("not sent: close and raw frames cannot be broadcast");
+                }
+            });
+            match polled {
+                Poll::Ready(Ok(n)) => budget = budget.saturating_sub(n),
+                Poll::Ready(Err(reason)) => {
+                    let (code, text) = match reason {
+                        CloseReason::Evicted => (CloseCode::Policy, "slow client evicted"),
+                        CloseReason::Shutdown => (CloseCode::Away, "server shutting down"),
+                        _ => (CloseCode::Normal, "closed by server"),
+                    };
+                    self.result.close_reason = Some(reason);
+                    self.start_close(now, code, text);
+                }
+                Poll::Pending => break,
+            }
+            if self.wbuf.is_empty() && budget == 0 {
                 break;
             }
         }
-        if self.needs_flush {
-            match Pin::new(&mut self.ws).poll_flush(cx) {
+        if budget == 0 {
+            cx.waker().wake_by_ref();
+        }
+        if self.data_unflushed {
+            match Pin::new(self.ws.get_mut()).poll_flush(cx) {
                 Poll::Pending => {
                     self.blocked_since.get_or_insert(now);
                     return None;
                 }
-                Poll::Ready(Err(e)) => return Some(write_end(e)),
-                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "flush failed");
+                    return Some(End::Reset);
+                }
+                Poll::Ready(Ok(())) => self.data_unflushed = false,
             }
         }
         self.blocked_since = None;
-        // Everything is written: do not let one burst pin a large queue on an idle connection.
-        if self.out.capacity() > OUT_SPARE {
-            self.out.shrink_to(OUT_SPARE);
-        }
         // A close we sent is complete once flushed if we may not read the peer's reply.
         if !self.can_read && matches!(self.phase, Phase::Closing { frame: None, .. }) {
             return Some(End::Closed);
         }
+        None
+    }
+
+    /// Queues a control frame in tungstenite. `Some(result)` means: stop here and return
+    /// `result` from `poll_write` (pending on a full socket, or the connection ended).
+    #[allow(clippy::option_option)]
+    fn send_control(
+        &mut self,
+        cx: &mut Context<'_>,
+        now: Instant,
+        msg: Message,
+    ) -> Option<Option<End>> {
+        match Pin::new(&mut self.ws).poll_ready(cx) {
+            Poll::Pending => {
+                self.blocked_since.get_or_insert(now);
+                return Some(None);
+            }
+            Poll::Ready(Err(e)) => return Some(Some(write_end(e))),
+            Poll::Ready(Ok(())) => {}
+        }
+        if let Err(e) = Pin::new(&mut self.ws).start_send(msg) {
+            return Some(Some(write_end(e)));
+        }
+        self.needs_flush = true;
         None
     }
 }

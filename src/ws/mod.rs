@@ -46,6 +46,7 @@
 
 mod config;
 mod conn;
+mod frame;
 mod handshake;
 mod server;
 

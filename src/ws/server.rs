@@ -356,6 +356,7 @@ impl Server {
             mailbox,
             self.inner.handler.clone(),
             self.inner.config.get_heartbeat(),
+            self.inner.config.get_write_buffer_size(),
         );
         Ok(driver.run().await)
     }
