@@ -35,10 +35,12 @@
 //! A broadcast appends `m` to the hub's shared log (a ring of
 //! [`HubConfig::mailbox_capacity`] entries) under a short write lock, and wakes the receivers
 //! that are parked. It does not touch the members one by one: each receiver reads what lies
-//! between its cursor and the head in one pass under a read lock, cloning each message once.
-//! With `M` = [`tungstenite::Message`] (or [`bytes::Bytes`]) that clone is a reference-count
-//! bump: the payload is never copied per client and nothing is allocated per client. An idle
-//! client costs a cursor and an empty queue, not a buffer.
+//! between its cursor and the head in one pass under a read lock, either by reference
+//! ([`Mailbox::poll_recv_with`], what the WebSocket writer uses to encode frames straight from
+//! the shared message) or as owned clones ([`Mailbox::recv`], [`Mailbox::recv_all`]; with
+//! `M` = [`tungstenite::Message`] or [`bytes::Bytes`] a clone is a reference-count bump). The
+//! payload is never copied per client and nothing is allocated per client. An idle client
+//! costs a cursor and an empty queue, not a buffer.
 //!
 //! ## Why a shared log, and no hub task
 //!
