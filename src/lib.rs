@@ -8,6 +8,8 @@ pub mod error;
 pub mod hub;
 pub mod ws;
 
+mod util;
+
 pub use error::{Error, Result};
 pub use hub::{
     ClientHandle, ClientId, CloseReason, Hub, HubConfig, Mailbox, OverflowPolicy, Stats,

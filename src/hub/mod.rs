@@ -389,15 +389,7 @@ impl<M: Clone + Send + 'static> Hub<M> {
     ///
     /// Cancel safe: it only observes the hub.
     pub async fn wait_empty(&self) {
-        loop {
-            let notified = self.inner.emptied.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.client_count() == 0 {
-                return;
-            }
-            notified.await;
-        }
+        crate::util::wait_until(&self.inner.emptied, || self.client_count() == 0).await;
     }
 }
 

@@ -390,14 +390,6 @@ impl Server {
     }
 
     async fn wait_drained(&self) {
-        loop {
-            let notified = self.inner.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.connection_count() == 0 {
-                return;
-            }
-            notified.await;
-        }
+        crate::util::wait_until(&self.inner.drained, || self.connection_count() == 0).await;
     }
 }
