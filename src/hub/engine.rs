@@ -91,7 +91,8 @@ pub(crate) struct Inner<M> {
     pub(crate) head: AtomicU64,
     waiters: Mutex<Vec<Waker>>,
     has_waiters: AtomicBool,
-    pub(crate) counters: Counters,
+    /// Shared by a hub and its rooms.
+    pub(crate) counters: Arc<Counters>,
     next_id: AtomicU64,
     pub(crate) shut_down: AtomicBool,
     pub(crate) connected: AtomicUsize,
@@ -105,7 +106,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<M: Clone> Inner<M> {
-    pub(crate) fn new(config: HubConfig) -> Self {
+    pub(crate) fn new(config: HubConfig, counters: Arc<Counters>) -> Self {
         Inner {
             config,
             state: RwLock::new(State {
@@ -118,7 +119,7 @@ impl<M: Clone> Inner<M> {
             head: AtomicU64::new(0),
             waiters: Mutex::new(Vec::new()),
             has_waiters: AtomicBool::new(false),
-            counters: Counters::default(),
+            counters,
             next_id: AtomicU64::new(1),
             shut_down: AtomicBool::new(false),
             connected: AtomicUsize::new(0),
@@ -143,7 +144,11 @@ impl<M: Clone> Inner<M> {
     }
 
     pub(crate) fn register(&self) -> Result<Arc<Slot<M>>> {
-        let id = ClientId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.register_as(ClientId(self.next_id.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// Registers a client under an id it already has (a hub client joining a room).
+    pub(crate) fn register_as(&self, id: ClientId) -> Result<Arc<Slot<M>>> {
         let mut st = self.write();
         // Under the write lock that shutdown also takes: no client slips in after it.
         if self.is_shutdown() {

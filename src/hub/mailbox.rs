@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use super::engine::{Counters, Inner};
+use super::rooms::Memberships;
 use super::ClientId;
 
 /// The cursor of a client that no longer reads the log (unregistered, evicted, shut down).
@@ -77,6 +78,19 @@ pub(crate) struct Slot<M> {
 }
 
 impl<M> Slot<M> {
+    /// Wakes the receiver, if parked (it has something new to look at, such as a room).
+    pub(crate) fn wake(&self) {
+        let waker = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .waker
+            .take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
     pub(crate) fn new(id: ClientId, cursor: u64) -> Self {
         Slot {
             id,
@@ -101,6 +115,8 @@ impl<M> Slot<M> {
 pub struct Mailbox<M: Clone> {
     slot: Arc<Slot<M>>,
     hub: Arc<Inner<M>>,
+    /// The client's rooms (None for a room's own membership mailbox).
+    rooms: Option<Arc<Memberships<M>>>,
     /// Taken out of the hub but not yet handed to the caller (`recv`, `recv_many`).
     pending: VecDeque<M>,
 }
@@ -118,8 +134,72 @@ impl<M: Clone> Mailbox<M> {
         Mailbox {
             slot,
             hub,
+            rooms: None,
             pending: VecDeque::new(),
         }
+    }
+
+    pub(crate) fn with_rooms(mut self, rooms: Arc<Memberships<M>>) -> Self {
+        self.rooms = Some(rooms);
+        self
+    }
+
+    /// Polls each room membership with `each`; returns what they yielded and whether one of
+    /// them evicted the client (which then leaves the hub too).
+    fn poll_rooms(
+        &mut self,
+        mut each: impl FnMut(&mut Mailbox<M>) -> Poll<Result<usize, CloseReason>>,
+    ) -> (usize, bool) {
+        let Some(rooms) = &self.rooms else {
+            return (0, false);
+        };
+        let mut n = 0;
+        let mut evicted = false;
+        for sub in rooms.lock().iter_mut() {
+            match each(&mut sub.mailbox) {
+                Poll::Ready(Ok(k)) => n += k,
+                Poll::Ready(Err(CloseReason::Evicted)) => evicted = true,
+                _ => {}
+            }
+        }
+        if evicted {
+            // Too slow in a room is too slow: the client goes, as for the hub's own log.
+            self.hub.remove(self.slot.id, CloseReason::Evicted, false);
+        }
+        (n, evicted)
+    }
+
+    /// An evicted client leaves its rooms at once, so they stop holding messages for it.
+    fn leave_rooms_if_evicted(&self, own: &Poll<Result<usize, CloseReason>>) {
+        if let (Poll::Ready(Err(CloseReason::Evicted)), Some(rooms)) = (own, &self.rooms) {
+            rooms.leave_all();
+        }
+    }
+
+    /// Combines this mailbox's own poll with what its rooms yielded.
+    fn combine(
+        own: Poll<Result<usize, CloseReason>>,
+        rooms: usize,
+        evicted: bool,
+    ) -> Poll<Result<usize, CloseReason>> {
+        match own {
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n + rooms)),
+            _ if rooms > 0 => Poll::Ready(Ok(rooms)),
+            _ if evicted => Poll::Ready(Err(CloseReason::Evicted)),
+            other => other,
+        }
+    }
+
+    /// `fill` for this mailbox and its rooms.
+    fn fill_all(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut VecDeque<M>,
+    ) -> Poll<Result<usize, CloseReason>> {
+        let own = self.fill(cx, buf);
+        self.leave_rooms_if_evicted(&own);
+        let (n, evicted) = self.poll_rooms(|m| m.fill(cx, buf));
+        Self::combine(own, n, evicted)
     }
 
     /// The client this mailbox belongs to.
@@ -129,7 +209,11 @@ impl<M: Clone> Mailbox<M> {
 
     /// Number of messages waiting.
     pub fn len(&self) -> usize {
-        self.hub.backlog(&self.slot) + self.pending.len()
+        let rooms = self
+            .rooms
+            .as_ref()
+            .map_or(0, |r| r.lock().iter().map(|s| s.mailbox.len()).sum());
+        self.hub.backlog(&self.slot) + self.pending.len() + rooms
     }
 
     /// True when nothing is waiting.
@@ -241,15 +325,14 @@ impl<M: Clone> Mailbox<M> {
     /// once the mailbox is closed and drained.
     ///
     /// Broadcasts are read from the hub's shared log in one pass under a read lock: one clone
-    /// (a reference-count bump for `Message` / `Bytes`) per message. This is how the WebSocket
-    /// writer drains.
+    /// (a reference-count bump for `Message` / `Bytes`) per message.
     pub fn poll_recv_all(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut VecDeque<M>,
     ) -> Poll<Result<usize, CloseReason>> {
         let n = if self.pending.is_empty() {
-            match self.fill(cx, buf) {
+            match self.fill_all(cx, buf) {
                 Poll::Ready(Ok(n)) => n,
                 other => return other,
             }
@@ -275,6 +358,20 @@ impl<M: Clone> Mailbox<M> {
     /// `f` runs while the hub's log is read-locked: it must be quick and must not call into
     /// the hub (no `broadcast`, `send_to`, `register`, no dropping a `ClientHandle`).
     pub fn poll_recv_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        mut f: impl FnMut(&M),
+    ) -> Poll<Result<usize, CloseReason>> {
+        let own = self.poll_own_with(cx, max, &mut f);
+        self.leave_rooms_if_evicted(&own);
+        // A room membership has no rooms of its own: its own log and direct sends are all.
+        let (n, evicted) = self.poll_rooms(|m| m.poll_own_with(cx, max, &mut f));
+        Self::combine(own, n, evicted)
+    }
+
+    /// `poll_recv_with` for the hub's own log and direct sends.
+    fn poll_own_with(
         &mut self,
         cx: &mut Context<'_>,
         max: usize,
@@ -343,7 +440,7 @@ impl<M: Clone> Mailbox<M> {
     ) -> Poll<Result<usize, CloseReason>> {
         if self.pending.is_empty() {
             let mut pending = std::mem::take(&mut self.pending);
-            let filled = self.fill(cx, &mut pending);
+            let filled = self.fill_all(cx, &mut pending);
             self.pending = pending;
             if let Poll::Ready(Err(e)) = filled {
                 return Poll::Ready(Err(e));
@@ -419,6 +516,9 @@ impl<M> Extend<M> for One<M> {
 impl<M: Clone> Drop for Mailbox<M> {
     fn drop(&mut self) {
         Counters::add(&self.hub.counters.dropped, self.pending.len());
+        if let Some(rooms) = &self.rooms {
+            rooms.leave_all();
+        }
         // Unregisters the client (if its handle has not already) and discards its backlog.
         self.hub.drop_receiver(&self.slot);
     }

@@ -92,6 +92,32 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Rooms and presence
+//!
+//! A client can [join](ClientHandle::join) named rooms; [`Hub::broadcast_to`] reaches a room's
+//! members only. Each room has its own log, so a room broadcast costs what a hub-wide one
+//! does, and the client still has one mailbox (and one WebSocket writer) for all of them.
+//! Order is kept within a room; none is defined between rooms. A room is created on its first
+//! join and removed when its last member leaves; unregistering leaves every room; a client too
+//! slow in any room is evicted from the hub under [`OverflowPolicy::Disconnect`]. Joins and
+//! leaves are reported to [`Hub::presence`] subscribers only, not broadcast to the members.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> wshub::Result<()> {
+//! use wshub::{Hub, Presence};
+//!
+//! let hub = Hub::new();
+//! let mut presence = hub.presence();
+//! let (alice, mut alice_mail) = hub.register()?;
+//! let (_bob, mut bob_mail) = hub.register()?;
+//! alice.join("rust")?;
+//! assert_eq!(hub.broadcast_to("rust", "hello, rustaceans"), 1);
+//! assert_eq!(alice_mail.recv().await, Ok("hello, rustaceans"));
+//! assert!(bob_mail.is_empty());
+//! assert!(matches!(presence.try_recv(), Ok(Presence::Joined { members: 1, .. })));
+//! # Ok(()) }
+//! ```
+//!
 //! # Heartbeat
 //!
 //! Liveness is a property of a connection, not of the hub: see
@@ -123,6 +149,7 @@
 mod engine;
 mod mailbox;
 mod members;
+mod rooms;
 
 use std::fmt;
 use std::pin::Pin;
@@ -131,10 +158,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::error::{Error, Result};
-use engine::Inner;
+use engine::{Counters, Inner};
 use mailbox::Slot;
+use rooms::{Memberships, RoomTable};
 
 pub use mailbox::{CloseReason, Mailbox};
+pub use rooms::Presence;
 
 /// Identifies one registered client for the lifetime of its hub. Never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -244,12 +273,14 @@ pub struct Stats {
 /// See the [module documentation](self) for what a broadcast promises.
 pub struct Hub<M: Clone> {
     inner: Arc<Inner<M>>,
+    rooms: Arc<RoomTable<M>>,
 }
 
 impl<M: Clone> Clone for Hub<M> {
     fn clone(&self) -> Self {
         Hub {
             inner: self.inner.clone(),
+            rooms: self.rooms.clone(),
         }
     }
 }
@@ -312,8 +343,10 @@ impl<M: Clone + Send + 'static> Hub<M> {
 
     /// A hub with the given configuration.
     pub fn with_config(config: HubConfig) -> Self {
+        let counters = Arc::new(Counters::default());
         Hub {
-            inner: Arc::new(Inner::new(config)),
+            rooms: Arc::new(RoomTable::new(config.clone(), counters.clone())),
+            inner: Arc::new(Inner::new(config, counters)),
         }
     }
 
@@ -325,12 +358,15 @@ impl<M: Clone + Send + 'static> Hub<M> {
     /// [`Error::Shutdown`] once the hub is shut down.
     pub fn register(&self) -> Result<(ClientHandle<M>, Mailbox<M>)> {
         let slot = self.inner.register()?;
+        let rooms = Arc::new(Memberships::new(self.rooms.clone()));
         let handle = ClientHandle {
             id: slot.id,
             slot: slot.clone(),
             hub: self.clone(),
+            rooms: rooms.clone(),
         };
-        Ok((handle, Mailbox::new(slot, self.inner.clone())))
+        let mailbox = Mailbox::new(slot, self.inner.clone()).with_rooms(rooms);
+        Ok((handle, mailbox))
     }
 
     /// Offers `msg` to every client; returns how many it was offered to.
@@ -374,13 +410,46 @@ impl<M: Clone + Send + 'static> Hub<M> {
     /// with shutdown reaches every member or none. Idempotent.
     pub fn shutdown(&self) {
         self.inner.shutdown();
+        self.rooms.shutdown();
     }
 
     /// Ends a shutdown that ran out of time: discards what every mailbox still holds (counted
     /// as dropped) and closes them all with [`CloseReason::Shutdown`]. Returns how many
     /// messages were discarded.
     pub fn abort(&self) -> usize {
-        self.inner.abort()
+        self.inner.abort() + self.rooms.abort()
+    }
+
+    /// Offers `msg` to every member of `room`; returns how many it was offered to (0 when the
+    /// room does not exist). Costs what [`Hub::broadcast`] costs: each room has its own log.
+    pub fn broadcast_to(&self, room: &str, msg: M) -> usize {
+        self.rooms.get(room).map_or(0, |r| r.broadcast(None, msg))
+    }
+
+    /// Like [`Hub::broadcast_to`], but skips the client `except` (typically the sender).
+    pub fn broadcast_to_except(&self, room: &str, except: ClientId, msg: M) -> usize {
+        self.rooms
+            .get(room)
+            .map_or(0, |r| r.broadcast(Some(except), msg))
+    }
+
+    /// Members of `room` right now (0 when it does not exist).
+    pub fn room_count(&self, room: &str) -> usize {
+        self.rooms
+            .get(room)
+            .map_or(0, |r| r.connected.load(Ordering::Acquire))
+    }
+
+    /// The rooms that have members right now (a room is created on its first join and removed
+    /// when its last member leaves).
+    pub fn rooms(&self) -> Vec<Arc<str>> {
+        self.rooms.names()
+    }
+
+    /// Subscribes to join and leave events ([`Presence`]). Each subscriber buffers up to 1 024
+    /// events; one that falls further behind gets `RecvError::Lagged(n)` and loses the oldest.
+    pub fn presence(&self) -> tokio::sync::broadcast::Receiver<Presence> {
+        self.rooms.subscribe()
     }
 
     /// Waits until no client is registered.
@@ -402,6 +471,7 @@ pub struct ClientHandle<M: Clone> {
     id: ClientId,
     slot: Arc<Slot<M>>,
     hub: Hub<M>,
+    rooms: Arc<Memberships<M>>,
 }
 
 impl<M: Clone> fmt::Debug for ClientHandle<M> {
@@ -428,8 +498,34 @@ impl<M: Clone> ClientHandle<M> {
         self.hub.inner.backlog(&self.slot)
     }
 
-    /// Removes the client from the hub now (dropping the handle does the same).
+    /// Removes the client from the hub and from every room now (dropping the handle does the
+    /// same).
     pub fn unregister(self) {}
+
+    /// Joins `room` (created on first join); returns false if already a member. The client
+    /// keeps its one mailbox: messages to the room arrive there too, in order within the room
+    /// (no order is defined between different rooms, or between a room and the whole hub).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shutdown`] once the hub is shut down.
+    pub fn join(&self, room: &str) -> Result<bool> {
+        let joined = self.rooms.join(self.id, room)?;
+        // A parked receiver must start reading the room's log.
+        self.slot.wake();
+        Ok(joined)
+    }
+
+    /// Leaves `room` (removed when its last member leaves); returns false if not a member.
+    /// Messages to the room not yet read are dropped (and counted).
+    pub fn leave(&self, room: &str) -> bool {
+        self.rooms.leave(room)
+    }
+
+    /// The rooms this client is in.
+    pub fn rooms(&self) -> Vec<Arc<str>> {
+        self.rooms.names()
+    }
 }
 
 impl<M: Clone + Send + 'static> ClientHandle<M> {
@@ -449,6 +545,8 @@ impl<M: Clone> Drop for ClientHandle<M> {
         self.hub
             .inner
             .remove(self.id, CloseReason::Unregistered, true);
+        // Room messages not read yet are dropped (and counted) with the memberships.
+        self.rooms.leave_all();
     }
 }
 
