@@ -18,7 +18,7 @@
 //!
 //! let hub: Hub<String> = Hub::new();
 //! let (alice, mut alice_mail) = hub.register()?;
-//! let (_bob, bob_mail) = hub.register()?;
+//! let (_bob, mut bob_mail) = hub.register()?;
 //!
 //! assert_eq!(hub.broadcast("hello".to_string()), 2);
 //! hub.send_to(alice.id(), "just for alice".to_string())?;
