@@ -108,3 +108,38 @@ async fn shutdown_closes_browsers_with_1001() {
     );
     assert_eq!(browser.await.unwrap(), Some(CloseCode::Away));
 }
+
+#[tokio::test]
+async fn rooms_from_the_url_keep_conversations_apart() {
+    let (ws, addr) = start_chat().await;
+    let mut a1 = connect(addr, "/ws?room=alpha").await;
+    let mut a2 = connect(addr, "/ws?room=alpha").await;
+    let mut lobby = connect(addr, "/ws").await;
+    wait_for(|| ws.hub().room_count("alpha") == 2 && ws.hub().room_count("lobby") == 1).await;
+
+    send_text(&mut a1, "in alpha").await;
+    assert_eq!(next_text(&mut a1).await, "in alpha");
+    assert_eq!(next_text(&mut a2).await, "in alpha");
+    assert!(silent_for(&mut lobby, Duration::from_millis(150)).await);
+
+    send_text(&mut lobby, "in the lobby").await;
+    assert_eq!(next_text(&mut lobby).await, "in the lobby");
+    assert!(silent_for(&mut a2, Duration::from_millis(150)).await);
+
+    // Leaving empties the room, which is then removed.
+    drop(a1);
+    drop(a2);
+    wait_for(|| ws.hub().room_count("alpha") == 0).await;
+    assert!(!ws.hub().rooms().iter().any(|r| &**r == "alpha"));
+}
+
+#[tokio::test]
+async fn an_invalid_room_name_is_refused_with_400() {
+    let (_ws, addr) = start_chat().await;
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/ws?room=no%20spaces")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 400)
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
+}

@@ -1,5 +1,6 @@
 //! The chat room: a hyper HTTP server that serves the page at `/` and hands WebSocket upgrades
-//! on `/ws` to a wshub [`Server`], which relays every text message to every participant.
+//! on `/ws` to a wshub [`Server`], which relays every text message to every participant of the
+//! sender's room (`/ws?room=NAME`, default `lobby`).
 //!
 //! Shared by `examples/chat/main.rs` and the end-to-end tests.
 #![allow(dead_code, unreachable_pub, missing_docs)]
@@ -16,7 +17,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use wshub::ws::{Client, Config, ConnInfo, HandlerError, Heartbeat, Server};
+use wshub::ws::{Client, Config, ConnInfo, Handler, HandlerError, Heartbeat, Server};
 use wshub::{Hub, HubConfig, Message};
 
 /// The page, embedded so the example works from any directory and offline.
@@ -25,15 +26,54 @@ pub const PAGE: &str = include_str!("index.html");
 /// Chat messages larger than this close the sender's connection with 1009.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
 
-/// The relay: every text message goes to everyone, the sender included (as gorilla's chat).
-fn relay(client: &Client, msg: Message) -> Result<(), HandlerError> {
-    match msg {
-        Message::Text(_) => {
-            client.hub().broadcast(msg);
+/// The room a connection asked for with `/ws?room=NAME`; `lobby` without one. `None` for a
+/// name that is not 1–64 of `A-Z a-z 0-9 _ -`.
+pub fn room_from_query(query: Option<&str>) -> Option<String> {
+    let requested = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("room="));
+    match requested {
+        None => Some(DEFAULT_ROOM.to_string()),
+        Some(name)
+            if (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+        {
+            Some(name.to_string())
         }
-        _ => tracing::debug!(client = %client.id(), "ignored a binary message"),
+        Some(_) => None,
     }
-    Ok(())
+}
+
+/// The room of a connection without `?room=`.
+pub const DEFAULT_ROOM: &str = "lobby";
+
+/// The relay: every text message goes to everyone in the sender's room, the sender included
+/// (as gorilla's chat does).
+struct Relay;
+
+impl Handler for Relay {
+    fn on_connect(&self, client: &Client, info: &ConnInfo) {
+        // The route checked the name before upgrading.
+        let room = room_from_query(info.uri.query()).unwrap_or_else(|| DEFAULT_ROOM.into());
+        if let Err(e) = client.join(&room) {
+            tracing::debug!(client = %client.id(), error = %e, "could not join");
+        }
+    }
+
+    fn on_message(&self, client: &Client, msg: Message) -> Result<(), HandlerError> {
+        match msg {
+            Message::Text(_) => {
+                for room in client.rooms() {
+                    client.hub().broadcast_to(&room, msg.clone());
+                }
+            }
+            _ => tracing::debug!(client = %client.id(), "ignored a binary message"),
+        }
+        Ok(())
+    }
 }
 
 /// The wshub side: hub with slow-client eviction, heartbeat on, message size limit.
@@ -44,7 +84,7 @@ pub fn ws_server(heartbeat: Heartbeat, max_connections: usize) -> Server {
         .heartbeat(heartbeat)
         .max_connections(max_connections)
         .max_message_size(MAX_MESSAGE_BYTES);
-    Server::new(hub, config, relay)
+    Server::new(hub, config, Relay)
 }
 
 fn text_response(
@@ -71,6 +111,11 @@ async fn route(
             StatusCode::OK,
             "text/html; charset=utf-8",
             PAGE,
+        )),
+        "/ws" if room_from_query(req.uri().query()).is_none() => Ok(text_response(
+            StatusCode::BAD_REQUEST,
+            "text/plain; charset=utf-8",
+            "invalid room name: use 1-64 of A-Z a-z 0-9 _ -\n",
         )),
         "/ws" => Ok(upgrade(ws, peer, req)),
         _ => Ok(text_response(
