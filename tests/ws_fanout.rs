@@ -84,6 +84,32 @@ async fn send_to_reaches_only_its_target_and_broadcast_except_skips_one() {
     assert!(silent_for(&mut clients[0], Duration::from_millis(200)).await);
 }
 
+/// A server whose sockets have a small send buffer (the kernel would otherwise grow it to
+/// megabytes and absorb a whole test): its own accept loop around `serve_connection`.
+async fn start_small_send_buffer(
+    hub_config: HubConfig,
+    config: Config,
+    handler: impl wshub::ws::Handler,
+) -> (Server, std::net::SocketAddr) {
+    let server = Server::new(Hub::with_config(hub_config), config, handler);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let s = server.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let std = stream.into_std().unwrap();
+            TcpSocket::from_std_stream(std.try_clone().unwrap())
+                .set_send_buffer_size(4096)
+                .unwrap();
+            let stream = tokio::net::TcpStream::from_std(std).unwrap();
+            let s = s.clone();
+            tokio::spawn(async move { s.serve_connection(stream, Some(peer)).await });
+        }
+    });
+    (server, addr)
+}
+
 /// A client whose socket stops draining: tiny receive buffer, never reads.
 async fn stalled_client(addr: std::net::SocketAddr) -> Ws {
     let socket = TcpSocket::new_v4().unwrap();
@@ -104,24 +130,7 @@ async fn stalled_client_is_evicted_with_1008_while_50_others_get_everything() {
     const MESSAGES: usize = 400;
     let hub_config = HubConfig::default().mailbox_capacity(CAPACITY);
     let config = Config::default().heartbeat(Heartbeat::off());
-    let server = Server::new(Hub::with_config(hub_config), config, ignore);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    // Our own accept loop, to pin each server socket's send buffer small (the kernel would
-    // otherwise grow it to megabytes and absorb the whole test).
-    let s = server.clone();
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = listener.accept().await.unwrap();
-            let std = stream.into_std().unwrap();
-            TcpSocket::from_std_stream(std.try_clone().unwrap())
-                .set_send_buffer_size(4096)
-                .unwrap();
-            let stream = tokio::net::TcpStream::from_std(std).unwrap();
-            let s = s.clone();
-            tokio::spawn(async move { s.serve_connection(stream, Some(peer)).await });
-        }
-    });
+    let (server, addr) = start_small_send_buffer(hub_config, config, ignore).await;
     let mut others = connect_many(&server, addr, 50).await;
     let mut stalled = stalled_client(addr).await;
     wait_for(|| server.hub().client_count() == 51).await;
@@ -183,5 +192,48 @@ async fn stalled_client_is_evicted_with_1008_while_50_others_get_everything() {
     assert!(
         data < MESSAGES,
         "the stalled client cannot have received everything"
+    );
+}
+
+/// Regression: while a frame is half written the driver does not read; once the write
+/// completes it must read what arrived meanwhile at once (not at the next timer).
+#[tokio::test]
+async fn a_message_that_arrives_during_a_blocked_write_is_read_when_the_write_completes() {
+    let echo = |c: &Client, m: Message| -> Result<(), HandlerError> {
+        c.send(Message::text(format!("echo:{}", m.to_text()?)))?;
+        Ok(())
+    };
+    let hub_config = HubConfig::default().mailbox_capacity(10_000);
+    let (server, addr) = start_small_send_buffer(
+        hub_config,
+        Config::default().heartbeat(Heartbeat::off()),
+        echo,
+    )
+    .await;
+    let mut ws = stalled_client(addr).await;
+    wait_for(|| server.hub().client_count() == 1).await;
+    let payload = "y".repeat(1024);
+    for _ in 0..300 {
+        server.hub().broadcast(Message::text(payload.clone()));
+    }
+    // The server is now blocked half-way through its batch; this arrives meanwhile.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send_text(&mut ws, "hello").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Drain the burst; the echo must follow promptly.
+    let started = tokio::time::Instant::now();
+    let mut bulk = 0;
+    loop {
+        let text = next_text(&mut ws).await;
+        if text == "echo:hello" {
+            break;
+        }
+        bulk += 1;
+    }
+    assert_eq!(bulk, 300);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "echo took {:?}",
+        started.elapsed()
     );
 }

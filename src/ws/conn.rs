@@ -146,13 +146,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return Poll::Ready(end);
         }
         // Reading may make tungstenite write (pong replies): only between our frames.
-        if self.wbuf.is_empty() {
+        let read_polled = self.wbuf.is_empty();
+        if read_polled {
             if let Some(end) = self.poll_read(cx) {
                 return Poll::Ready(end);
             }
         }
         if let Some(end) = self.poll_write(cx, now) {
             return Poll::Ready(end);
+        }
+        if !read_polled && self.wbuf.is_empty() {
+            // The read side was skipped while a frame was half written and nothing has
+            // registered this task for inbound data since: poll again to read.
+            cx.waker().wake_by_ref();
         }
         self.arm_timer(cx, now);
         Poll::Pending
