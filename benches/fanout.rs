@@ -58,6 +58,66 @@ async fn wait_until(counter: &AtomicU64, target: u64) {
     }
 }
 
+/// A baseline's receiving end.
+trait Inbox: Send + 'static {
+    /// `Some(true)`: took a message; `Some(false)`: nothing waiting; `None`: closed.
+    fn try_take(&mut self) -> Option<bool>;
+    /// Waits for a message; false once closed.
+    fn take(&mut self) -> impl std::future::Future<Output = bool> + Send;
+}
+
+impl Inbox for broadcast::Receiver<Message> {
+    fn try_take(&mut self) -> Option<bool> {
+        match self.try_recv() {
+            Ok(m) => {
+                drop(black_box(m));
+                Some(true)
+            }
+            Err(broadcast::error::TryRecvError::Empty) => Some(false),
+            Err(_) => None,
+        }
+    }
+    async fn take(&mut self) -> bool {
+        self.recv().await.map(|m| drop(black_box(m))).is_ok()
+    }
+}
+
+impl Inbox for mpsc::UnboundedReceiver<Message> {
+    fn try_take(&mut self) -> Option<bool> {
+        match self.try_recv() {
+            Ok(m) => {
+                drop(black_box(m));
+                Some(true)
+            }
+            Err(mpsc::error::TryRecvError::Empty) => Some(false),
+            Err(_) => None,
+        }
+    }
+    async fn take(&mut self) -> bool {
+        self.recv().await.map(|m| drop(black_box(m))).is_some()
+    }
+}
+
+/// A baseline member: take everything available, publish the count once, then park.
+async fn count_deliveries(mut rx: impl Inbox, delivered: Arc<AtomicU64>) {
+    let mut local = 0u64;
+    loop {
+        match rx.try_take() {
+            Some(true) => {
+                local += 1;
+                continue;
+            }
+            Some(false) => {}
+            None => break,
+        }
+        delivered.fetch_add(std::mem::take(&mut local), Ordering::Release);
+        if !rx.take().await {
+            break;
+        }
+        local += 1;
+    }
+}
+
 /// A contender: members spawned on the runtime, a publish function, a delivery counter.
 trait Contender {
     fn publish(&self, msg: &Message);
@@ -147,31 +207,9 @@ impl TokioBroadcast {
         let (tx, _) = broadcast::channel(1024);
         let delivered = Arc::new(AtomicU64::new(0));
         for _ in 0..n {
-            let mut rx = tx.subscribe();
+            let rx = tx.subscribe();
             let delivered = delivered.clone();
-            rt.spawn(async move {
-                let mut local = 0u64;
-                loop {
-                    // Take everything available, then publish the count once and park.
-                    match rx.try_recv() {
-                        Ok(m) => {
-                            drop(black_box(m));
-                            local += 1;
-                            continue;
-                        }
-                        Err(broadcast::error::TryRecvError::Empty) => {}
-                        Err(_) => break,
-                    }
-                    delivered.fetch_add(std::mem::take(&mut local), Ordering::Release);
-                    match rx.recv().await {
-                        Ok(m) => {
-                            drop(black_box(m));
-                            local += 1;
-                        }
-                        Err(_) => break,
-                    }
-                }
-            });
+            rt.spawn(count_deliveries(rx, delivered));
         }
         TokioBroadcast { tx, delivered }
     }
@@ -196,31 +234,10 @@ impl RwLockHashMap {
         let members = Arc::new(RwLock::new(HashMap::new()));
         let delivered = Arc::new(AtomicU64::new(0));
         for id in 0..n as u64 {
-            let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+            let (tx, rx) = mpsc::unbounded_channel::<Message>();
             members.write().expect("lock").insert(id, tx);
             let delivered = delivered.clone();
-            rt.spawn(async move {
-                let mut local = 0u64;
-                loop {
-                    match rx.try_recv() {
-                        Ok(m) => {
-                            drop(black_box(m));
-                            local += 1;
-                            continue;
-                        }
-                        Err(mpsc::error::TryRecvError::Empty) => {}
-                        Err(_) => break,
-                    }
-                    delivered.fetch_add(std::mem::take(&mut local), Ordering::Release);
-                    match rx.recv().await {
-                        Some(m) => {
-                            drop(black_box(m));
-                            local += 1;
-                        }
-                        None => break,
-                    }
-                }
-            });
+            rt.spawn(count_deliveries(rx, delivered));
         }
         RwLockHashMap { members, delivered }
     }
