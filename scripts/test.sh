@@ -35,6 +35,10 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, all features, warnings denied)"
 cargo clippy --all-targets --all-features -- -D warnings
 
+step "tools the tests need"
+# The Redis backplane tests start their own redis-server on a free port.
+ensure redis-server redis-server || missing "redis-server is not installed and could not be installed (apt-get install redis-server)"
+
 step "tests (all features)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --all-features --no-fail-fast

@@ -44,6 +44,9 @@ pub enum Error {
     /// A WebSocket protocol error from tungstenite. The connection is unusable: drop it.
     #[error("WebSocket error: {0}")]
     WebSocket(#[source] Box<tungstenite::Error>),
+    /// The backplane could not be set up (e.g. an invalid Redis URL).
+    #[error("backplane: {0}")]
+    Backplane(String),
     /// An I/O error on the underlying stream. The connection is unusable: drop it.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

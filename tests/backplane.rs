@@ -1,0 +1,72 @@
+//! Rooms across hubs through the in-memory backplane: exactly once, no leaks, no echoes.
+
+mod common;
+
+use std::time::Duration;
+
+use wshub::backplane::{InMemoryBackplane, Node};
+use wshub::{Hub, Mailbox, Message};
+
+async fn next(mail: &mut Mailbox<Message>) -> String {
+    let msg = tokio::time::timeout(common::PATIENCE, mail.recv())
+        .await
+        .expect("timed out")
+        .expect("closed");
+    msg.to_text().expect("text").to_string()
+}
+
+async fn quiet(mail: &mut Mailbox<Message>) -> bool {
+    tokio::time::timeout(Duration::from_millis(150), mail.recv())
+        .await
+        .is_err()
+}
+
+#[tokio::test]
+async fn a_room_broadcast_reaches_every_member_on_every_node_once() {
+    let bus = InMemoryBackplane::new();
+    let (hub_a, hub_b) = (Hub::new(), Hub::new());
+    let node_a = Node::new(hub_a.clone(), bus.clone());
+    let node_b = Node::new(hub_b.clone(), bus.clone());
+
+    let (a1, mut a1_mail) = hub_a.register().unwrap();
+    let (a2, mut a2_mail) = hub_a.register().unwrap();
+    let (b1, mut b1_mail) = hub_b.register().unwrap();
+    let (other, mut other_mail) = hub_b.register().unwrap();
+    for c in [&a1, &a2] {
+        c.join("r").unwrap();
+    }
+    b1.join("r").unwrap();
+    other.join("elsewhere").unwrap();
+
+    assert_eq!(node_a.broadcast_to("r", Message::text("from A")), 2);
+    assert_eq!(node_b.broadcast_to("r", Message::text("from B")), 1);
+    for mail in [&mut a1_mail, &mut a2_mail, &mut b1_mail] {
+        let mut got = vec![next(mail).await, next(mail).await];
+        got.sort();
+        assert_eq!(got, ["from A", "from B"]);
+        assert!(quiet(mail).await, "a message arrived twice");
+    }
+    assert!(quiet(&mut other_mail).await, "a room leaked into another");
+    assert_eq!(node_a.stats().echoes_ignored, 1);
+    assert_eq!(node_b.stats().received, 1);
+
+    drop((a1, a2, b1, other));
+    assert_eq!(hub_a.room_count("r") + hub_b.room_count("r"), 0);
+    assert!(hub_a.rooms().is_empty() && hub_b.rooms().is_empty());
+}
+
+#[tokio::test]
+async fn a_node_whose_room_is_empty_delivers_nothing_and_keeps_working() {
+    let bus = InMemoryBackplane::new();
+    let (hub_a, hub_b) = (Hub::new(), Hub::new());
+    let node_a = Node::new(hub_a.clone(), bus.clone());
+    let node_b = Node::new(hub_b.clone(), bus);
+    // Nobody on B is in "r": the envelope arrives and goes nowhere.
+    node_a.broadcast_to("r", Message::text("nobody there"));
+    common::wait_for(|| node_b.stats().received == 1).await;
+    let (b1, mut b1_mail) = hub_b.register().unwrap();
+    b1.join("r").unwrap();
+    node_a.broadcast_to("r", Message::text("now someone"));
+    assert_eq!(next(&mut b1_mail).await, "now someone");
+    assert!(quiet(&mut b1_mail).await);
+}
