@@ -143,3 +143,38 @@ async fn an_invalid_room_name_is_refused_with_400() {
         other => panic!("expected 400, got {other:?}"),
     }
 }
+
+/// Two chat servers on two ports sharing rooms through a backplane.
+async fn start_chat_on(bus: &wshub::backplane::InMemoryBackplane) -> (Server, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hub = chat::chat_hub();
+    let node = wshub::backplane::Node::new(hub.clone(), bus.clone());
+    let ws = chat::ws_server_on(hub, Some(node), Heartbeat::default(), 100);
+    tokio::spawn(chat::serve(listener, ws.clone()));
+    (ws, addr)
+}
+
+#[tokio::test]
+async fn two_chat_servers_on_one_backplane_serve_one_conversation() {
+    let bus = wshub::backplane::InMemoryBackplane::new();
+    let (ws1, addr1) = start_chat_on(&bus).await;
+    let (ws2, addr2) = start_chat_on(&bus).await;
+    let mut on1 = connect(addr1, "/ws?room=team").await;
+    let mut on2 = connect(addr2, "/ws?room=team").await;
+    let mut elsewhere = connect(addr2, "/ws").await;
+    wait_for(|| ws1.hub().room_count("team") == 1 && ws2.hub().room_count("team") == 1).await;
+
+    send_text(&mut on1, "from server 1").await;
+    assert_eq!(next_text(&mut on1).await, "from server 1");
+    assert_eq!(next_text(&mut on2).await, "from server 1");
+    send_text(&mut on2, "from server 2").await;
+    assert_eq!(next_text(&mut on2).await, "from server 2");
+    assert_eq!(next_text(&mut on1).await, "from server 2");
+    for ws in [&mut on1, &mut on2, &mut elsewhere] {
+        assert!(
+            silent_for(ws, Duration::from_millis(150)).await,
+            "duplicate or leak"
+        );
+    }
+}

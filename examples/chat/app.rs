@@ -17,6 +17,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use wshub::backplane::Node;
 use wshub::ws::{Client, Config, ConnInfo, Handler, HandlerError, Heartbeat, Server};
 use wshub::{Hub, HubConfig, Message};
 
@@ -52,7 +53,9 @@ pub const DEFAULT_ROOM: &str = "lobby";
 
 /// The relay: every text message goes to everyone in the sender's room, the sender included
 /// (as gorilla's chat does).
-struct Relay;
+struct Relay {
+    node: Option<Node>,
+}
 
 impl Handler for Relay {
     fn on_connect(&self, client: &Client, info: &ConnInfo) {
@@ -67,7 +70,10 @@ impl Handler for Relay {
         match msg {
             Message::Text(_) => {
                 for room in client.rooms() {
-                    client.hub().broadcast_to(&room, msg.clone());
+                    match &self.node {
+                        Some(node) => node.broadcast_to(&room, msg.clone()),
+                        None => client.hub().broadcast_to(&room, msg.clone()),
+                    };
                 }
             }
             _ => tracing::debug!(client = %client.id(), "ignored a binary message"),
@@ -78,13 +84,28 @@ impl Handler for Relay {
 
 /// The wshub side: hub with slow-client eviction, heartbeat on, message size limit.
 pub fn ws_server(heartbeat: Heartbeat, max_connections: usize) -> Server {
-    let hub = Hub::with_config(HubConfig::default().mailbox_capacity(256));
+    ws_server_on(chat_hub(), None, heartbeat, max_connections)
+}
+
+/// The chat's hub: slow clients (256 messages behind) are evicted.
+pub fn chat_hub() -> Hub<Message> {
+    Hub::with_config(HubConfig::default().mailbox_capacity(256))
+}
+
+/// The wshub side on a given hub; with a backplane `node` (built on that hub), rooms are
+/// shared with every other chat process on the same backplane.
+pub fn ws_server_on(
+    hub: Hub<Message>,
+    node: Option<Node>,
+    heartbeat: Heartbeat,
+    max_connections: usize,
+) -> Server {
     let config = Config::default()
         .path("/ws")
         .heartbeat(heartbeat)
         .max_connections(max_connections)
         .max_message_size(MAX_MESSAGE_BYTES);
-    Server::new(hub, config, Relay)
+    Server::new(hub, config, Relay { node })
 }
 
 fn text_response(

@@ -3,6 +3,9 @@
 //! ```sh
 //! cargo run --example chat                       # http://127.0.0.1:8080/
 //! cargo run --example chat -- --addr 0.0.0.0:9000 --max-connections 15000
+//! # two processes, one conversation, through Redis:
+//! cargo run --example chat --features redis -- --addr 127.0.0.1:8080 --redis redis://127.0.0.1:6379
+//! cargo run --example chat --features redis -- --addr 127.0.0.1:8081 --redis redis://127.0.0.1:6379
 //! ```
 //! Open the printed URL in two browser windows and talk. Any WebSocket client can join at
 //! `ws://127.0.0.1:8080/ws`: every text message it sends is relayed verbatim to everyone.
@@ -35,7 +38,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if max_connections == 0 {
         return Err("--max-connections must be at least 1".into());
     }
-    let ws = app::ws_server(Heartbeat::default(), max_connections);
+    let redis: String = common::flag("--redis", String::new());
+    let ws = if redis.is_empty() {
+        app::ws_server(Heartbeat::default(), max_connections)
+    } else {
+        with_redis(&redis, max_connections)?
+    };
     let serving = tokio::spawn(app::serve(listener, ws.clone()));
     shutdown_signal().await;
     println!("shutting down");
@@ -43,6 +51,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(?report, stats = ?ws.hub().stats(), "stopped");
     serving.abort();
     Ok(())
+}
+
+/// The chat on a Redis backplane: rooms shared with every chat process on the same Redis.
+#[cfg(feature = "redis")]
+fn with_redis(
+    url: &str,
+    max_connections: usize,
+) -> Result<wshub::ws::Server, Box<dyn std::error::Error>> {
+    use wshub::backplane::{Node, RedisBackplane, RedisConfig};
+    let hub = app::chat_hub();
+    let node = Node::new(hub.clone(), RedisBackplane::new(RedisConfig::new(url))?);
+    println!("sharing rooms through {url}");
+    Ok(app::ws_server_on(
+        hub,
+        Some(node),
+        Heartbeat::default(),
+        max_connections,
+    ))
+}
+
+#[cfg(not(feature = "redis"))]
+fn with_redis(_: &str, _: usize) -> Result<wshub::ws::Server, Box<dyn std::error::Error>> {
+    Err(
+        "--redis needs the redis feature: cargo run --example chat --features redis -- --redis URL"
+            .into(),
+    )
 }
 
 /// Ctrl-C, or SIGTERM on Unix.
