@@ -10,7 +10,8 @@
 //! The server under test must relay every text message from any client to every client (as
 //! `examples/chat` and `examples/baseline_server.rs` do).
 //!
-//! **fanout** (the default): connects `--clients` receivers and one publisher. The publisher
+//! **fanout** (the default): connects `--clients` receivers and one publisher (to
+//! `--publish-url` when given, e.g. another node of a backplane; else to `--url`). The publisher
 //! sends `--messages` text messages of exactly `--size` bytes, each starting with
 //! `"SEQ,NANOS,"` (its sequence number and send time in ns since the run started) and padded
 //! with `x`. It keeps at most `--window` messages ahead of the slowest receiver (its own echo
@@ -74,6 +75,9 @@ enum Mode {
 #[derive(Debug, Clone)]
 struct Opts {
     url: String,
+    /// Where the publisher connects (default: `url`); another node of a backplane measures
+    /// cross-node fan-out.
+    publish_url: String,
     clients: usize,
     messages: u64,
     window: u64,
@@ -111,8 +115,10 @@ fn parse_opts() -> Opts {
         "idle" => Mode::Idle,
         other => usage(&format!("--mode must be fanout or idle, not {other:?}")),
     };
+    let url = common::flag("--url", "ws://127.0.0.1:8080/ws".to_string());
     let opts = Opts {
-        url: common::flag("--url", "ws://127.0.0.1:8080/ws".to_string()),
+        publish_url: common::flag("--publish-url", url.clone()),
+        url,
         clients: common::flag("--clients", 100usize),
         messages: common::flag("--messages", 1000u64),
         window: common::flag("--window", 200u64),
@@ -613,7 +619,7 @@ async fn run_fanout(opts: &Opts) -> Report {
     let mut cpu_before = None;
     let mut publisher_ws: Option<Ws> = None;
     if error.is_none() {
-        match connect(&opts.url).await {
+        match connect(&opts.publish_url).await {
             Err(e) => error = Some(format!("publisher failed to connect: {e}")),
             Ok(ws) => {
                 // Let the server settle (registrations, allocator) before measuring.
