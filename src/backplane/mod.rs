@@ -12,10 +12,17 @@
 //!
 //! # When the backplane is down
 //!
-//! Local delivery never waits for the backplane and keeps working. What cannot be published
-//! meanwhile is counted in [`BackplaneStats::publish_failed`] and logged; Redis pub/sub keeps
-//! no history, so those messages do not reach other nodes later (and nothing is delivered
-//! twice). The Redis backplane reconnects with backoff and subscribes again.
+//! Local delivery never waits for the backplane and keeps working. The Redis backplane
+//! reconnects with backoff and subscribes again. Broadcasts made meanwhile wait in its
+//! bounded publish queue and go out once the connection is back; one that finds the queue full
+//! is counted in [`BackplaneStats::publish_failed`], and the one being sent when the
+//! connection broke in `RedisStats::lost`, both logged and never retried. Delivery between
+//! nodes is at most once: a PUBLISH is never repeated and Redis pub/sub keeps no history, so
+//! nothing arrives twice; what other nodes miss during an outage they do not get later.
+//!
+//! Every node subscribes to all rooms under its prefix (one `PSUBSCRIBE prefix:*`) and drops
+//! envelopes for rooms it has no members in: one subscription to restore after a reconnect,
+//! at the cost of receiving other rooms' traffic.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> wshub::Result<()> {
