@@ -2,24 +2,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use wshub::backplane::{InMemoryBackplane, Node};
-use wshub::{Hub, Mailbox, Message};
-
-async fn next(mail: &mut Mailbox<Message>) -> String {
-    let msg = tokio::time::timeout(common::PATIENCE, mail.recv())
-        .await
-        .expect("timed out")
-        .expect("closed");
-    msg.to_text().expect("text").to_string()
-}
-
-async fn quiet(mail: &mut Mailbox<Message>) -> bool {
-    tokio::time::timeout(Duration::from_millis(150), mail.recv())
-        .await
-        .is_err()
-}
+use wshub::{Hub, Message};
 
 #[tokio::test]
 async fn a_room_broadcast_reaches_every_member_on_every_node_once() {
@@ -41,12 +25,18 @@ async fn a_room_broadcast_reaches_every_member_on_every_node_once() {
     assert_eq!(node_a.broadcast_to("r", Message::text("from A")), 2);
     assert_eq!(node_b.broadcast_to("r", Message::text("from B")), 1);
     for mail in [&mut a1_mail, &mut a2_mail, &mut b1_mail] {
-        let mut got = vec![next(mail).await, next(mail).await];
+        let mut got = vec![
+            common::next_in_mailbox(mail).await,
+            common::next_in_mailbox(mail).await,
+        ];
         got.sort();
         assert_eq!(got, ["from A", "from B"]);
-        assert!(quiet(mail).await, "a message arrived twice");
+        assert!(common::mailbox_quiet(mail).await, "a message arrived twice");
     }
-    assert!(quiet(&mut other_mail).await, "a room leaked into another");
+    assert!(
+        common::mailbox_quiet(&mut other_mail).await,
+        "a room leaked into another"
+    );
     assert_eq!(node_a.stats().echoes_ignored, 1);
     assert_eq!(node_b.stats().received, 1);
 
@@ -67,6 +57,6 @@ async fn a_node_whose_room_is_empty_delivers_nothing_and_keeps_working() {
     let (b1, mut b1_mail) = hub_b.register().unwrap();
     b1.join("r").unwrap();
     node_a.broadcast_to("r", Message::text("now someone"));
-    assert_eq!(next(&mut b1_mail).await, "now someone");
-    assert!(quiet(&mut b1_mail).await);
+    assert_eq!(common::next_in_mailbox(&mut b1_mail).await, "now someone");
+    assert!(common::mailbox_quiet(&mut b1_mail).await);
 }

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use wshub::backplane::{Node, RedisBackplane, RedisConfig};
-use wshub::{Hub, Mailbox, Message};
+use wshub::{Hub, Message};
 
 /// A redis-server child process on 127.0.0.1, killed on drop.
 struct Redis {
@@ -85,20 +85,6 @@ async fn subscribed(bp: &RedisBackplane) {
         .expect("never subscribed");
 }
 
-async fn next(mail: &mut Mailbox<Message>) -> String {
-    let msg = tokio::time::timeout(common::PATIENCE, mail.recv())
-        .await
-        .expect("timed out")
-        .expect("closed");
-    msg.to_text().expect("text").to_string()
-}
-
-async fn quiet(mail: &mut Mailbox<Message>) -> bool {
-    tokio::time::timeout(Duration::from_millis(200), mail.recv())
-        .await
-        .is_err()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_rooms_through_redis_exactly_once() {
     let redis = Redis::start();
@@ -119,12 +105,15 @@ async fn two_nodes_share_rooms_through_redis_exactly_once() {
     node_a.broadcast_to("chat", Message::text("hello from A"));
     node_b.broadcast_to("chat", Message::text("hello from B"));
     for mail in [&mut a1_mail, &mut b1_mail] {
-        let mut got = vec![next(mail).await, next(mail).await];
+        let mut got = vec![
+            common::next_in_mailbox(mail).await,
+            common::next_in_mailbox(mail).await,
+        ];
         got.sort();
         assert_eq!(got, ["hello from A", "hello from B"]);
-        assert!(quiet(mail).await, "delivered twice");
+        assert!(common::mailbox_quiet(mail).await, "delivered twice");
     }
-    assert!(quiet(&mut b2_mail).await, "a room leaked");
+    assert!(common::mailbox_quiet(&mut b2_mail).await, "a room leaked");
 
     // Another application on the same Redis (another prefix) hears nothing.
     let bp_c = backplane(&redis, "t2");
@@ -134,9 +123,9 @@ async fn two_nodes_share_rooms_through_redis_exactly_once() {
     let (c1, mut c1_mail) = hub_c.register().unwrap();
     c1.join("chat").unwrap();
     node_a.broadcast_to("chat", Message::text("t1 only"));
-    assert_eq!(next(&mut b1_mail).await, "t1 only");
+    assert_eq!(common::next_in_mailbox(&mut b1_mail).await, "t1 only");
     assert!(
-        quiet(&mut c1_mail).await,
+        common::mailbox_quiet(&mut c1_mail).await,
         "prefixes did not separate applications"
     );
 
@@ -167,7 +156,7 @@ async fn redis_restart_local_delivery_continues_and_cross_node_resumes_without_d
         }
     };
     send(50);
-    assert_eq!(next(&mut remote_mail).await, "1");
+    assert_eq!(common::next_in_mailbox(&mut remote_mail).await, "1");
 
     redis.kill();
     send(50); // Redis is down: local members must still get these.
@@ -183,7 +172,10 @@ async fn redis_restart_local_delivery_continues_and_cross_node_resumes_without_d
                 // Drain below; stop once a post-restart message has arrived.
                 let mut last = 0;
                 while !remote_mail.is_empty() {
-                    last = next(&mut remote_mail).await.parse::<u32>().unwrap();
+                    last = common::next_in_mailbox(&mut remote_mail)
+                        .await
+                        .parse::<u32>()
+                        .unwrap();
                 }
                 if last > 100 {
                     return last;
@@ -197,9 +189,12 @@ async fn redis_restart_local_delivery_continues_and_cross_node_resumes_without_d
 
     // The local member got every message, in order, despite the outage.
     for i in 1..=sent {
-        assert_eq!(next(&mut local_mail).await, i.to_string());
+        assert_eq!(
+            common::next_in_mailbox(&mut local_mail).await,
+            i.to_string()
+        );
     }
-    assert!(quiet(&mut local_mail).await);
+    assert!(common::mailbox_quiet(&mut local_mail).await);
     assert!(bp_a.stats().errors > 0 || bp_b.stats().errors > 0);
     assert!(bp_b.stats().subscriptions >= 2, "{:?}", bp_b.stats());
     drop(redis);

@@ -114,3 +114,19 @@ pub async fn silent_for(ws: &mut Ws, wait: Duration) -> bool {
         }
     }
 }
+
+/// The next message in a hub mailbox, as text.
+pub async fn next_in_mailbox(mail: &mut wshub::Mailbox<Message>) -> String {
+    let msg = tokio::time::timeout(PATIENCE, mail.recv())
+        .await
+        .expect("timed out")
+        .expect("closed");
+    msg.to_text().expect("text").to_string()
+}
+
+/// True when nothing arrives in the mailbox within 200 ms.
+pub async fn mailbox_quiet(mail: &mut wshub::Mailbox<Message>) -> bool {
+    tokio::time::timeout(Duration::from_millis(200), mail.recv())
+        .await
+        .is_err()
+}
