@@ -244,6 +244,26 @@ impl ConnectState {
         }
     }
 
+    /// Waits for `n` connection attempts to settle, then returns how many connected, the error
+    /// to report (timed out, or some failed) and whether it timed out.
+    async fn settle(&self, n: usize, deadline: Instant) -> (usize, Option<String>, bool) {
+        let all_settled = self.wait_settled(n, deadline).await;
+        let connected = self.connected.load(Ordering::Acquire);
+        if !all_settled {
+            let error = format!("timed out connecting: {connected} of {n} connected");
+            return (connected, Some(error), true);
+        }
+        if connected < n {
+            let first = self.first_error.lock().unwrap().clone().unwrap_or_default();
+            let error = format!(
+                "{} of {n} clients failed to connect; first error: {first}",
+                n - connected
+            );
+            return (connected, Some(error), false);
+        }
+        (connected, None, false)
+    }
+
     /// Waits until `n` connection attempts have succeeded or failed, or `deadline`.
     async fn wait_settled(&self, n: usize, deadline: Instant) -> bool {
         while self.settled() < n {
@@ -595,23 +615,8 @@ async fn run_fanout(opts: &Opts) -> Report {
             Some(ws)
         });
     }
-    let all_settled = conn.wait_settled(n, deadline).await;
+    let (_, mut error, mut timed_out) = conn.settle(n, deadline).await;
     let connect_s = run_start.elapsed().as_secs_f64();
-    let connected = conn.connected.load(Ordering::Acquire);
-    let mut error: Option<String> = None;
-    let mut timed_out = false;
-    if !all_settled {
-        timed_out = true;
-        error = Some(format!(
-            "timed out connecting: {connected} of {n} connected"
-        ));
-    } else if connected < n {
-        error = Some(format!(
-            "{} of {n} clients failed to connect; first error: {}",
-            n - connected,
-            conn.first_error.lock().unwrap().clone().unwrap_or_default()
-        ));
-    }
 
     let mut pub_result: Option<Result<(), String>> = None;
     let mut publish_start_ns = shared.now_ns();
@@ -824,23 +829,8 @@ async fn run_idle(opts: &Opts) -> Report {
             None
         });
     }
-    let all_settled = conn.wait_settled(n, deadline).await;
+    let (connected, mut error, mut timed_out) = conn.settle(n, deadline).await;
     let connect_s = run_start.elapsed().as_secs_f64();
-    let connected = conn.connected.load(Ordering::Acquire);
-    let mut error = None;
-    let mut timed_out = false;
-    if !all_settled {
-        timed_out = true;
-        error = Some(format!(
-            "timed out connecting: {connected} of {n} connected"
-        ));
-    } else if connected < n {
-        error = Some(format!(
-            "{} of {n} clients failed to connect; first error: {}",
-            n - connected,
-            conn.first_error.lock().unwrap().clone().unwrap_or_default()
-        ));
-    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_connected = opts.pid.and_then(rss_kb);
     let cpu_before = server_cpu(opts);
