@@ -197,18 +197,11 @@ impl<M: Clone> Inner<M> {
     /// Unregisters `id`; false if it was not registered.
     pub(crate) fn remove(&self, id: ClientId, reason: CloseReason, keep: bool) -> bool {
         let mut st = self.write();
-        let Some(slot) = st.members.remove(id) else {
+        let Some(slot) = self.unlink(&mut st, id) else {
             return false;
         };
-        st.laggers.retain(|s| s.id != id);
         let discarded = self.detach(&st, &slot, reason, keep);
         Counters::add(&self.counters.dropped, discarded);
-        self.connected.store(st.members.len(), Ordering::Release);
-        let now_empty = st.members.is_empty();
-        drop(st);
-        if now_empty {
-            self.emptied.notify_waiters();
-        }
         true
     }
 
@@ -216,18 +209,21 @@ impl<M: Clone> Inner<M> {
     /// backlog, counted as dropped.
     pub(crate) fn drop_receiver(&self, slot: &Arc<Slot<M>>) {
         let mut st = self.write();
-        let was_member = st.members.remove(slot.id).is_some();
-        if was_member {
-            st.laggers.retain(|s| s.id != slot.id);
-            self.connected.store(st.members.len(), Ordering::Release);
-        }
+        self.unlink(&mut st, slot.id);
         let discarded = self.detach(&st, slot, CloseReason::Unregistered, false);
         Counters::add(&self.counters.dropped, discarded);
-        let now_empty = was_member && st.members.is_empty();
-        drop(st);
-        if now_empty {
+    }
+
+    /// Takes `id` out of the member set (and the laggers), keeps `connected` in step and wakes
+    /// `wait_empty` when the last member goes. `None` if it was not a member.
+    fn unlink(&self, st: &mut State<M>, id: ClientId) -> Option<Arc<Slot<M>>> {
+        let slot = st.members.remove(id)?;
+        st.laggers.retain(|s| s.id != id);
+        self.connected.store(st.members.len(), Ordering::Release);
+        if st.members.is_empty() {
             self.emptied.notify_waiters();
         }
+        Some(slot)
     }
 
     /// Appends `msg` for every member but `except`; returns how many it was offered to.
@@ -357,18 +353,13 @@ impl<M: Clone> Inner<M> {
     /// Evicts a member while the write lock is held; `extra` more messages are counted as
     /// dropped (a direct send that did not fit).
     fn evict_locked(&self, st: &mut State<M>, slot: &Arc<Slot<M>>, extra: usize) {
-        if st.members.remove(slot.id).is_none() {
+        if self.unlink(st, slot.id).is_none() {
             return;
         }
-        st.laggers.retain(|s| s.id != slot.id);
         let discarded = self.detach(st, slot, CloseReason::Evicted, false);
         Counters::add(&self.counters.dropped, discarded + extra);
         Counters::add(&self.counters.evicted, 1);
-        self.connected.store(st.members.len(), Ordering::Release);
         tracing::debug!(client = %slot.id, discarded, "evicted slow client");
-        if st.members.is_empty() {
-            self.emptied.notify_waiters();
-        }
     }
 
     fn wake_waiters(&self) {
