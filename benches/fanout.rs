@@ -144,7 +144,10 @@ impl WshubFanout {
                 let mut bytes = 0usize;
                 loop {
                     let polled = std::future::poll_fn(|cx| {
-                        mailbox.poll_recv_with(cx, 1024, |m| bytes += black_box(m).len())
+                        mailbox.poll_recv_with(cx, 1024, |m| {
+                            bytes += black_box(m).len();
+                            true
+                        })
                     })
                     .await;
                     match polled {

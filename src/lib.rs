@@ -9,6 +9,7 @@ pub mod error;
 pub mod hub;
 pub mod ws;
 
+mod sync;
 mod util;
 
 pub use error::{Error, Result};

@@ -1,38 +1,49 @@
-//! The fan-out engine: one shared log per hub, a cursor per client.
+//! The fan-out engine: one shared log per hub (and per room), a cursor per client.
 //!
-//! A broadcast appends the message to a ring of `capacity` entries (one write, no clone) and
-//! wakes the receivers that are parked. Each receiver clones what lies between its cursor and
-//! the head, in one read-locked pass. So the publisher's cost does not grow with the number of
-//! clients, and the per-delivery work (one reference-count bump) runs on the receivers' tasks,
-//! in parallel.
+//! A broadcast appends the message to a ring of at most `capacity` entries (one write, no
+//! clone) and wakes the receivers that are parked. Each receiver reads what lies between its
+//! cursor and the head, in one read-locked pass. So the publisher's cost does not grow with
+//! the number of clients, and the per-delivery work runs on the receivers' tasks, in parallel.
 //!
-//! A client's backlog is `head - cursor`. When the ring is full, the oldest entry can only be
-//! dropped once every cursor has passed it; a client still at that entry is exactly a client
-//! whose backlog reached the capacity, and the overflow policy applies to it:
+//! A client's backlog is `head - cursor`. When the ring is full the oldest entry goes; a
+//! client still at that entry is exactly a client whose backlog reached the capacity, and the
+//! overflow policy applies to it:
 //!
-//! - `Disconnect`: the client is evicted (removed, its backlog counted as dropped).
-//! - `DropOldest`: its cursor moves past the oldest entry (one drop counted).
-//! - `DropNewest`: its backlog is copied into its private queue (it keeps the oldest
-//!   `capacity` messages) and new broadcasts skip it, each counted, until it has drained.
+//! - `Disconnect`: the client is evicted (removed, its backlog counted as dropped). Found by a
+//!   scan of the members that runs once per many broadcasts: `scanned_to` remembers a lower
+//!   bound of every cursor.
+//! - `DropNewest`: found by the same scan; its backlog (the oldest `capacity` messages) is
+//!   copied into its private queue and it leaves the log. Broadcasts made meanwhile are
+//!   skipped for it; when it has drained its queue it rejoins at the head and counts what it
+//!   skipped as dropped (`Slot::lost`). No per-broadcast work.
+//! - `DropOldest`: nothing at all on the publisher's side, as tokio's `Lagged(n)`: the ring
+//!   moves on, and a receiver whose cursor fell below the ring's base counts its own gap as
+//!   dropped when it next reads.
 //!
-//! Clients that hit the limit are kept in a short `laggers` list, and `scanned_to` remembers a
-//! lower bound of every other cursor, so the full member scan runs only when a new client may
-//! have fallen behind, not on every broadcast.
+//! Entries everyone has read are released, not kept until overwritten: `pending` counts the
+//! readers whose cursor is below `mark`; the reader that brings it to 0 trims the log below
+//! the lowest cursor and sets the next mark (`Inner::trim_locked`). That costs one atomic
+//! decrement per reader per mark, not per message.
 //!
 //! Direct sends (`send_to`) go to the client's private queue, tagged with the log head at the
 //! time of sending, so the receiver merges them with broadcasts in the order they were made.
+//!
+//! Every count is exact: each message offered to a client is counted once in `sent` and, in
+//! the end, once in `delivered` or `dropped` (`except_total` / `except_seen` let a receiver
+//! count a gap of entries it can no longer see, minus those that were never meant for it).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::task::Waker;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::Notify;
 
 use super::mailbox::{Key, Slot, DETACHED};
 use super::members::Members;
+use super::wait::WaitList;
 use super::{ClientId, CloseReason, HubConfig, OverflowPolicy};
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// Hub-wide counters.
 #[derive(Debug, Default)]
@@ -61,10 +72,12 @@ pub(crate) struct State<M> {
     pub(crate) log: VecDeque<Entry<M>>,
     /// Sequence number of `log[0]`.
     pub(crate) base: u64,
-    /// Every member not in `laggers` has a cursor at least this high.
+    /// Every member on the log has a cursor at least this high (Disconnect / DropNewest scan).
     scanned_to: u64,
-    /// Members whose backlog reached the capacity (DropOldest / DropNewest only).
-    laggers: Vec<Arc<Slot<M>>>,
+    /// The trim checkpoint: `Inner::pending` readers have a cursor below it.
+    pub(crate) mark: u64,
+    /// `pending` reached 0 during this write-locked operation: trim before unlocking.
+    trim_due: bool,
 }
 
 impl<M> State<M> {
@@ -82,6 +95,11 @@ impl<M> State<M> {
             .zip(start..)
             .map(|(e, seq)| (seq, e))
     }
+
+    /// Entries still in the log that exclude `id`.
+    fn excepted_in_log(&self, id: ClientId) -> u64 {
+        self.log.iter().filter(|e| e.except == Some(id)).count() as u64
+    }
 }
 
 pub(crate) struct Inner<M> {
@@ -89,20 +107,17 @@ pub(crate) struct Inner<M> {
     state: RwLock<State<M>>,
     /// `state.head()`, readable without the lock.
     pub(crate) head: AtomicU64,
-    waiters: Mutex<Vec<Waker>>,
-    has_waiters: AtomicBool,
+    waiters: WaitList<Slot<M>>,
+    /// Readers (members on the log) whose cursor is below `state.mark`.
+    pending: AtomicUsize,
+    /// Members off the log under DropNewest (skipping broadcasts until they drain).
+    skipping: AtomicUsize,
     /// Shared by a hub and its rooms.
     pub(crate) counters: Arc<Counters>,
     next_id: AtomicU64,
     pub(crate) shut_down: AtomicBool,
     pub(crate) connected: AtomicUsize,
     pub(crate) emptied: Notify,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a few container operations that cannot panic halfway,
-    // so a poisoned lock still guards consistent data.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<M: Clone> Inner<M> {
@@ -114,11 +129,13 @@ impl<M: Clone> Inner<M> {
                 log: VecDeque::new(),
                 base: 0,
                 scanned_to: 0,
-                laggers: Vec::new(),
+                mark: 0,
+                trim_due: false,
             }),
             head: AtomicU64::new(0),
-            waiters: Mutex::new(Vec::new()),
-            has_waiters: AtomicBool::new(false),
+            waiters: WaitList::default(),
+            pending: AtomicUsize::new(0),
+            skipping: AtomicUsize::new(0),
             counters,
             next_id: AtomicU64::new(1),
             shut_down: AtomicBool::new(false),
@@ -154,18 +171,89 @@ impl<M: Clone> Inner<M> {
         if self.is_shutdown() {
             return Err(Error::Shutdown);
         }
+        // At the head, so not below the trim mark: `pending` is unchanged.
         let slot = Arc::new(Slot::new(id, st.head()));
         st.members.insert(slot.clone());
         self.connected.store(st.members.len(), Ordering::Release);
         Ok(slot)
     }
 
+    /// Messages for `slot` that the log no longer holds: skipped while it was off the log
+    /// (DropNewest), or below the ring's base (DropOldest). Settles the bookkeeping; the
+    /// caller moves the cursor to the head, to `max(cursor, base)`, or off the log. Called
+    /// under the write lock, or under the read lock by the slot's own receiver.
+    pub(crate) fn lost(&self, st: &State<M>, slot: &Slot<M>, cursor: u64) -> usize {
+        let total = slot.except_total.load(Ordering::Acquire);
+        let seen = slot.except_seen.load(Ordering::Acquire);
+        if cursor == DETACHED {
+            if !slot.lagging.swap(false, Ordering::AcqRel) {
+                return 0;
+            }
+            self.skipping.fetch_sub(1, Ordering::AcqRel);
+            slot.except_seen.store(total, Ordering::Release);
+            let skipped = st.head() - slot.skip_from.load(Ordering::Acquire);
+            return (skipped - (total - seen)) as usize;
+        }
+        if cursor >= st.base {
+            return 0;
+        }
+        // Entries below the base that excluded this client were never its to lose.
+        let in_log = st.excepted_in_log(slot.id);
+        let excepted_gone = total - seen - in_log;
+        slot.except_seen.store(total - in_log, Ordering::Release);
+        (st.base - cursor - excepted_gone) as usize
+    }
+
+    /// Moves a reader's cursor from `from` to `to` (the caller holds the read lock and read
+    /// those entries). Returns true if it was the last reader below the trim mark: the caller
+    /// then calls [`Inner::trim`] once the read lock is released.
+    pub(crate) fn advance(&self, st: &State<M>, slot: &Slot<M>, from: u64, to: u64) -> bool {
+        slot.cursor.store(to, Ordering::Release);
+        from < st.mark && to >= st.mark && self.pending.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Releases the entries every reader has passed (see the module docs).
+    pub(crate) fn trim(&self) {
+        let mut st = self.write();
+        if self.pending.load(Ordering::Acquire) == 0 {
+            self.trim_locked(&mut st);
+        }
+    }
+
+    /// With `pending` at 0: drops the log below the lowest cursor, and sets the next mark at
+    /// the head with the readers still below it.
+    fn trim_locked(&self, st: &mut State<M>) {
+        st.trim_due = false;
+        let head = st.head();
+        let mut min = head;
+        let mut below = 0;
+        for slot in st.members.iter() {
+            let c = slot.cursor.load(Ordering::Acquire);
+            if c == DETACHED {
+                continue;
+            }
+            min = min.min(c);
+            below += usize::from(c < head);
+        }
+        while st.base < min && st.log.pop_front().is_some() {
+            st.base += 1;
+        }
+        if st.log.is_empty() {
+            // Release the memory of a ring that once was full.
+            st.log = VecDeque::new();
+        }
+        st.scanned_to = st.scanned_to.max(min.min(st.base));
+        st.mark = head;
+        self.pending.store(below, Ordering::Release);
+    }
+
     /// Takes `slot` off the log: its unread entries move to its private queue (`keep`) or are
     /// discarded (returned count), and it is closed with `reason` unless already closed.
     fn detach(&self, st: &State<M>, slot: &Slot<M>, reason: CloseReason, keep: bool) -> usize {
         let cursor = slot.cursor.swap(DETACHED, Ordering::AcqRel);
+        // Whatever the log no longer holds for it is lost, kept or not.
+        let mut discarded = self.lost(st, slot, cursor);
         let mut ss = lock(&slot.state);
-        let mut discarded = 0;
         if cursor != DETACHED {
             for (seq, e) in st.entries_from(cursor) {
                 if e.except == Some(slot.id) {
@@ -202,6 +290,7 @@ impl<M: Clone> Inner<M> {
         };
         let discarded = self.detach(&st, &slot, reason, keep);
         Counters::add(&self.counters.dropped, discarded);
+        self.trim_if_due(&mut st);
         true
     }
 
@@ -212,13 +301,32 @@ impl<M: Clone> Inner<M> {
         self.unlink(&mut st, slot.id);
         let discarded = self.detach(&st, slot, CloseReason::Unregistered, false);
         Counters::add(&self.counters.dropped, discarded);
+        self.trim_if_due(&mut st);
     }
 
-    /// Takes `id` out of the member set (and the laggers), keeps `connected` in step and wakes
-    /// `wait_empty` when the last member goes. `None` if it was not a member.
+    fn trim_if_due(&self, st: &mut State<M>) {
+        if st.trim_due {
+            self.trim_locked(st);
+        }
+    }
+
+    /// A reader leaves the log (unregistered, or DropNewest taking it off): it no longer
+    /// counts towards the trim mark.
+    fn leave_log(&self, st: &mut State<M>, cursor: u64) {
+        if cursor != DETACHED
+            && cursor < st.mark
+            && self.pending.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            st.trim_due = true;
+        }
+    }
+
+    /// Takes `id` out of the member set, keeps `connected` in step and wakes `wait_empty` when
+    /// the last member goes. `None` if it was not a member. O(1).
     fn unlink(&self, st: &mut State<M>, id: ClientId) -> Option<Arc<Slot<M>>> {
         let slot = st.members.remove(id)?;
-        st.laggers.retain(|s| s.id != id);
+        self.leave_log(st, slot.cursor.load(Ordering::Acquire));
+        self.waiters.remove(&slot);
         self.connected.store(st.members.len(), Ordering::Release);
         if st.members.is_empty() {
             self.emptied.notify_waiters();
@@ -226,7 +334,7 @@ impl<M: Clone> Inner<M> {
         Some(slot)
     }
 
-    /// Appends `msg` for every member but `except`; returns how many it was offered to.
+    /// Appends `msg` for every member but `except`; returns how many accepted it.
     pub(crate) fn broadcast(&self, except: Option<ClientId>, msg: M) -> usize {
         let cap = self.capacity();
         let mut st = self.write();
@@ -237,38 +345,31 @@ impl<M: Clone> Inner<M> {
             self.make_room(&mut st);
         }
         let head = st.head();
-        // DropNewest laggers whose private queue is still full skip this message.
-        let mut skipped = 0;
-        if self.config.get_overflow() == OverflowPolicy::DropNewest && !st.laggers.is_empty() {
-            let State {
-                laggers,
-                scanned_to,
-                ..
-            } = &mut *st;
-            laggers.retain(|s| {
-                let full = s.private_len.load(Ordering::Acquire) >= cap;
-                if full {
-                    s.cursor.store(head + 1, Ordering::Release);
-                    if except != Some(s.id) {
-                        skipped += 1;
-                    }
-                } else {
-                    // Drained enough: it rejoins the log at the head, under the scan again.
-                    *scanned_to = (*scanned_to).min(head);
-                    s.lagging.store(false, Ordering::Release);
-                }
-                full
-            });
-        }
         st.log.push_back(Entry { msg, except });
         self.head.store(head + 1, Ordering::SeqCst);
-        let excluded = except.map_or(0, |id| usize::from(st.members.get(id).is_some()));
-        let offered = st.members.len() - excluded - skipped;
+        let skipping = self.skipping.load(Ordering::Acquire);
+        // Members skipping under DropNewest are offered the message (and count it as dropped
+        // when they rejoin) but do not accept it.
+        let (excluded, excluded_skipping) = match except.and_then(|id| st.members.get(id)) {
+            Some(slot) => {
+                slot.except_total.fetch_add(1, Ordering::AcqRel);
+                (1, usize::from(slot.lagging.load(Ordering::Acquire)))
+            }
+            None => (0, 0),
+        };
+        let offered = st.members.len() - excluded;
+        let accepted = offered - (skipping - excluded_skipping);
+        if self.pending.load(Ordering::Acquire) == 0 {
+            // Arm the next trim: every reader is below the new head.
+            st.mark = head + 1;
+            self.pending
+                .store(st.members.len() - skipping, Ordering::Release);
+        }
+        self.trim_if_due(&mut st);
         drop(st);
-        Counters::add(&self.counters.dropped, skipped);
-        Counters::add(&self.counters.sent, offered + skipped);
-        self.wake_waiters();
-        offered
+        Counters::add(&self.counters.sent, offered);
+        self.waiters.wake_all();
+        accepted
     }
 
     /// The ring is full: apply the overflow policy to every client still at the oldest entry,
@@ -276,84 +377,73 @@ impl<M: Clone> Inner<M> {
     fn make_room(&self, st: &mut State<M>) {
         let base = st.base;
         let policy = self.config.get_overflow();
-        let mut dropped = 0;
-        // Known laggers (DropOldest): step past the oldest entry, or leave the list.
-        if policy == OverflowPolicy::DropOldest {
-            let first_except = st.log.front().and_then(|e| e.except);
-            let scanned_to = &mut st.scanned_to;
-            st.laggers.retain(|s| {
-                if s.cursor.load(Ordering::Acquire) <= base {
-                    s.cursor.store(base + 1, Ordering::Release);
-                    if first_except != Some(s.id) {
-                        dropped += 1;
-                    }
-                    true
-                } else {
-                    // Caught up: back under the scan, which must not skip past its cursor.
-                    *scanned_to = (*scanned_to).min(s.cursor.load(Ordering::Acquire));
-                    s.lagging.store(false, Ordering::Release);
-                    false
-                }
-            });
-        }
-        if st.scanned_to <= base {
+        // DropOldest: the ring just moves on; a receiver left behind counts its own gap.
+        if policy != OverflowPolicy::DropOldest && st.scanned_to <= base {
             let mut min = st.head();
             let mut behind = Vec::new();
             for slot in st.members.iter() {
-                if slot.lagging.load(Ordering::Acquire) {
-                    continue;
-                }
                 let c = slot.cursor.load(Ordering::Acquire);
                 if c <= base {
                     behind.push(slot.clone());
-                } else {
+                } else if c != DETACHED {
                     min = min.min(c);
                 }
             }
             for slot in behind {
                 match policy {
-                    OverflowPolicy::Disconnect => self.evict_locked(st, &slot, 0),
-                    OverflowPolicy::DropOldest => {
-                        slot.cursor.store(base + 1, Ordering::Release);
-                        if st.log.front().and_then(|e| e.except) != Some(slot.id) {
-                            dropped += 1;
-                        }
-                        slot.lagging.store(true, Ordering::Release);
-                        st.laggers.push(slot);
-                    }
-                    OverflowPolicy::DropNewest => {
-                        // Keep its backlog (the oldest messages) privately; skip new ones.
-                        self.detach_to_private(st, &slot);
-                        slot.lagging.store(true, Ordering::Release);
-                        st.laggers.push(slot);
-                    }
+                    OverflowPolicy::DropNewest => self.skip_newest(st, &slot),
+                    _ => self.evict_locked(st, &slot, 0),
                 }
             }
             st.scanned_to = min;
         }
-        Counters::add(&self.counters.dropped, dropped);
         st.log.pop_front();
         st.base += 1;
     }
 
-    /// Copies a lagging client's unread entries into its private queue and moves its cursor
-    /// to the head.
-    fn detach_to_private(&self, st: &State<M>, slot: &Slot<M>) {
+    /// DropNewest: a client whose backlog reached the capacity keeps it (copied into its
+    /// private queue) and leaves the log; broadcasts skip it until it has drained.
+    fn skip_newest(&self, st: &mut State<M>, slot: &Slot<M>) {
         let cursor = slot.cursor.load(Ordering::Acquire);
+        self.leave_log(st, cursor);
         let mut ss = lock(&slot.state);
+        let mut excepted = 0;
         for (seq, e) in st.entries_from(cursor) {
-            if e.except != Some(slot.id) {
+            if e.except == Some(slot.id) {
+                excepted += 1;
+            } else {
                 ss.private.push_back((Key::log(seq), e.msg.clone()));
             }
         }
         slot.private_len.store(ss.private.len(), Ordering::Release);
+        drop(ss);
+        slot.except_seen.fetch_add(excepted, Ordering::AcqRel);
+        slot.skip_from.store(st.head(), Ordering::Release);
+        slot.lagging.store(true, Ordering::Release);
+        self.skipping.fetch_add(1, Ordering::AcqRel);
+        slot.cursor.store(DETACHED, Ordering::Release);
+    }
+
+    /// A DropNewest client that has drained its private queue rejoins the log at the head;
+    /// what it skipped meanwhile is counted as dropped. Called by its receiver under the read
+    /// lock.
+    pub(crate) fn rejoin(&self, st: &State<M>, slot: &Slot<M>) {
+        if slot.cursor.load(Ordering::Acquire) != DETACHED
+            || slot.private_len.load(Ordering::Acquire) != 0
+        {
+            return;
+        }
+        let skipped = self.lost(st, slot, DETACHED);
+        // At the head: not below the trim mark.
         slot.cursor.store(st.head(), Ordering::Release);
+        Counters::add(&self.counters.dropped, skipped);
     }
 
     /// Evicts a member while the write lock is held; `extra` more messages are counted as
     /// dropped (a direct send that did not fit).
     fn evict_locked(&self, st: &mut State<M>, slot: &Arc<Slot<M>>, extra: usize) {
         if self.unlink(st, slot.id).is_none() {
+            Counters::add(&self.counters.dropped, extra);
             return;
         }
         let discarded = self.detach(st, slot, CloseReason::Evicted, false);
@@ -362,20 +452,10 @@ impl<M: Clone> Inner<M> {
         tracing::debug!(client = %slot.id, discarded, "evicted slow client");
     }
 
-    fn wake_waiters(&self) {
-        if self.has_waiters.swap(false, Ordering::SeqCst) {
-            let mut waiters = lock(&self.waiters);
-            for w in waiters.drain(..) {
-                w.wake();
-            }
-        }
-    }
-
-    /// Parks a receiver until the next broadcast. The caller re-checks the head afterwards.
-    pub(crate) fn park(&self, waker: &Waker) {
-        let mut waiters = lock(&self.waiters);
-        waiters.push(waker.clone());
-        self.has_waiters.store(true, Ordering::SeqCst);
+    /// Parks a receiver until the next broadcast (its waker is stored in its slot). The caller
+    /// re-checks the head afterwards.
+    pub(crate) fn park(&self, slot: &Arc<Slot<M>>) {
+        self.waiters.park(slot);
     }
 
     /// Queues `msg` for one client, under the overflow policy.
@@ -389,11 +469,10 @@ impl<M: Clone> Inner<M> {
         if ss.closed.is_some() {
             return Err(Error::ClientClosed(slot.id));
         }
-        // From here on the message is the hub's: it ends up delivered or counted as dropped.
-        Counters::add(&self.counters.sent, 1);
         if ss.private.len() >= cap {
             match self.config.get_overflow() {
                 OverflowPolicy::DropNewest => {
+                    Counters::add(&self.counters.sent, 1);
                     Counters::add(&self.counters.dropped, 1);
                     return Err(Error::MailboxFull(slot.id));
                 }
@@ -402,13 +481,26 @@ impl<M: Clone> Inner<M> {
                     Counters::add(&self.counters.dropped, 1);
                 }
                 OverflowPolicy::Disconnect => {
+                    // Eviction needs the write lock, taken before a slot lock: re-check after.
                     drop(ss);
                     let mut st = self.write();
-                    self.evict_locked(&mut st, slot, 1);
-                    return Err(Error::Evicted(slot.id));
+                    ss = lock(&slot.state);
+                    if ss.closed.is_some() {
+                        return Err(Error::ClientClosed(slot.id));
+                    }
+                    if ss.private.len() >= cap {
+                        drop(ss);
+                        Counters::add(&self.counters.sent, 1);
+                        self.evict_locked(&mut st, slot, 1);
+                        self.trim_if_due(&mut st);
+                        return Err(Error::Evicted(slot.id));
+                    }
+                    // The receiver drained meanwhile: queue it after all.
                 }
             }
         }
+        // From here on the message is the hub's: it ends up delivered or counted as dropped.
+        Counters::add(&self.counters.sent, 1);
         ss.private.push_back((key, msg));
         slot.private_len.store(ss.private.len(), Ordering::Release);
         let waker = ss.waker.take();
@@ -425,7 +517,9 @@ impl<M: Clone> Inner<M> {
         let in_log = if cursor == DETACHED {
             0
         } else {
-            self.head.load(Ordering::Acquire).saturating_sub(cursor) as usize
+            // A DropOldest receiver below the base will read at most a full ring.
+            let behind = self.head.load(Ordering::Acquire).saturating_sub(cursor);
+            behind.min(self.capacity() as u64) as usize
         };
         in_log + slot.private_len.load(Ordering::Acquire)
     }
@@ -439,31 +533,117 @@ impl<M: Clone> Inner<M> {
             .unwrap_or(0)
     }
 
+    /// Log entries held right now (for tests of the trim).
+    #[cfg(test)]
+    pub(crate) fn log_len(&self) -> usize {
+        self.read().log.len()
+    }
+
+    /// Receivers registered in the waiter list right now (for tests).
+    #[cfg(test)]
+    pub(crate) fn parked(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Detaches every member (keeping or discarding what it has not read) and drops the log.
+    /// Returns how many messages were discarded.
+    fn detach_all(&self, st: &mut State<M>, reason: CloseReason, keep: bool) -> usize {
+        let mut discarded = 0;
+        for slot in st.members.iter() {
+            discarded += self.detach(st, slot, reason, keep);
+        }
+        st.base = st.head();
+        st.log = VecDeque::new();
+        st.mark = st.base;
+        st.trim_due = false;
+        self.pending.store(0, Ordering::Release);
+        discarded
+    }
+
     pub(crate) fn shutdown(&self) {
         let mut st = self.write();
         if self.shut_down.swap(true, Ordering::AcqRel) {
             return;
         }
         // Each member keeps what it has not read yet, privately; the log is no longer needed.
-        for slot in st.members.iter() {
-            self.detach(&st, slot, CloseReason::Shutdown, true);
-        }
-        st.log = VecDeque::new();
-        st.laggers = Vec::new();
+        self.detach_all(&mut st, CloseReason::Shutdown, true);
         drop(st);
-        self.wake_waiters();
+        self.waiters.wake_all();
     }
 
+    /// Shuts down (if not yet) and discards what every mailbox still holds. Under the write
+    /// lock, so no receiver reads what is being counted as discarded.
     pub(crate) fn abort(&self) -> usize {
+        let mut st = self.write();
         self.shut_down.store(true, Ordering::Release);
-        let st = self.read();
-        let mut discarded = 0;
-        for slot in st.members.iter() {
-            discarded += self.detach(&st, slot, CloseReason::Shutdown, false);
-        }
+        let discarded = self.detach_all(&mut st, CloseReason::Shutdown, false);
         drop(st);
         Counters::add(&self.counters.dropped, discarded);
-        self.wake_waiters();
+        self.waiters.wake_all();
         discarded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What only the engine can see: the waiter list and the log's length.
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+
+    use crate::{Hub, HubConfig, OverflowPolicy};
+
+    fn poll_once<M: Clone>(mail: &mut crate::Mailbox<M>) -> Poll<usize> {
+        let mut cx = Context::from_waker(Waker::noop());
+        mail.poll_recv_with(&mut cx, 1024, |_| true)
+            .map(|r| r.unwrap_or(0))
+    }
+
+    #[test]
+    fn a_receiver_polled_many_times_is_parked_once_and_removed_when_it_leaves() {
+        let hub: Hub<u64> = Hub::new();
+        let (client, mut mail) = hub.register().unwrap();
+        client.join("room").unwrap();
+        for i in 0..1_000 {
+            // Room traffic only: the hub's own log never broadcasts, so nothing empties its
+            // waiter list but the receiver's own bookkeeping.
+            hub.broadcast_to("room", i);
+            assert_eq!(poll_once(&mut mail), Poll::Ready(1));
+            assert_eq!(poll_once(&mut mail), Poll::Pending);
+        }
+        assert_eq!(hub.inner.parked(), 1);
+        drop(client);
+        assert_eq!(hub.inner.parked(), 0, "an unregistered receiver stays parked");
+        drop(mail);
+    }
+
+    #[test]
+    fn the_log_is_released_once_every_reader_has_read_it() {
+        for policy in [
+            OverflowPolicy::Disconnect,
+            OverflowPolicy::DropOldest,
+            OverflowPolicy::DropNewest,
+        ] {
+            let hub = Hub::with_config(HubConfig::default().overflow(policy));
+            let (_a, mut a) = hub.register().unwrap();
+            let (_b, mut b) = hub.register().unwrap();
+            let payload = Arc::new(vec![0u8; 64 * 1024]);
+            for _ in 0..200 {
+                hub.broadcast(payload.clone());
+            }
+            assert_eq!(hub.inner.log_len(), 200);
+            while poll_once(&mut a).is_ready() {}
+            assert_eq!(hub.inner.log_len(), 200, "b has not read yet");
+            while poll_once(&mut b).is_ready() {}
+            assert_eq!(hub.inner.log_len(), 0, "{policy:?}: read entries kept");
+            assert_eq!(Arc::strong_count(&payload), 1);
+            // And again, with one reader leaving instead of reading.
+            for _ in 0..10 {
+                hub.broadcast(payload.clone());
+            }
+            while poll_once(&mut a).is_ready() {}
+            drop(b);
+            assert_eq!(hub.inner.log_len(), 0, "{policy:?}: kept for a reader that left");
+            assert_eq!(Arc::strong_count(&payload), 1);
+        }
     }
 }

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use super::engine::{Counters, Inner};
+use super::engine::{Counters, Inner, State};
 use super::rooms::Memberships;
+use super::wait::{Parkable, NOT_PARKED};
 use super::ClientId;
 
 /// The cursor of a client that no longer reads the log (unregistered, evicted, shut down).
@@ -72,12 +73,39 @@ pub(crate) struct Slot<M> {
     pub(crate) cursor: AtomicU64,
     /// `state.private.len()`, readable without the lock.
     pub(crate) private_len: AtomicUsize,
-    /// In the hub's lagger list (backlog at capacity under DropOldest / DropNewest).
+    /// Off the log under DropNewest, skipping broadcasts until its private queue drains.
     pub(crate) lagging: AtomicBool,
+    /// The log head when it started skipping.
+    pub(crate) skip_from: AtomicU64,
+    /// Broadcasts on this log that excluded this client (`broadcast_except`), and how many of
+    /// them its receiver has passed: a gap it cannot see any more is counted without them.
+    pub(crate) except_total: AtomicU64,
+    pub(crate) except_seen: AtomicU64,
+    /// Position in the log's waiter list, or `NOT_PARKED`.
+    pos: crate::sync::AtomicUsize,
     pub(crate) state: Mutex<SlotState<M>>,
 }
 
+impl<M> Parkable for Slot<M> {
+    fn pos(&self) -> &crate::sync::AtomicUsize {
+        &self.pos
+    }
+
+    fn wake(&self) {
+        Slot::wake(self);
+    }
+}
+
 impl<M> Slot<M> {
+    /// True once the client has left the hub (unregistered, evicted, shut down).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed
+            .is_some()
+    }
+
     /// Wakes the receiver, if parked (it has something new to look at, such as a room).
     pub(crate) fn wake(&self) {
         let waker = self
@@ -97,6 +125,10 @@ impl<M> Slot<M> {
             cursor: AtomicU64::new(cursor),
             private_len: AtomicUsize::new(0),
             lagging: AtomicBool::new(false),
+            skip_from: AtomicU64::new(0),
+            except_total: AtomicU64::new(0),
+            except_seen: AtomicU64::new(0),
+            pos: crate::sync::AtomicUsize::new(NOT_PARKED),
             state: Mutex::new(SlotState {
                 private: VecDeque::new(),
                 waker: None,
@@ -119,6 +151,8 @@ pub struct Mailbox<M: Clone> {
     rooms: Option<Arc<Memberships<M>>>,
     /// Taken out of the hub but not yet handed to the caller (`recv`, `recv_many`).
     pending: VecDeque<M>,
+    /// `poll_recv_with` reads the rooms before the client's own log this time.
+    rooms_first: bool,
 }
 
 impl<M: Clone> fmt::Debug for Mailbox<M> {
@@ -136,6 +170,7 @@ impl<M: Clone> Mailbox<M> {
             hub,
             rooms: None,
             pending: VecDeque::new(),
+            rooms_first: false,
         }
     }
 
@@ -144,11 +179,13 @@ impl<M: Clone> Mailbox<M> {
         self
     }
 
-    /// Polls each room membership with `each`; returns what they yielded and whether one of
-    /// them evicted the client (which then leaves the hub too).
+    /// Polls each room membership with `each` (given the budget left, if any); returns what
+    /// they yielded and whether one of them evicted the client (which then leaves the hub
+    /// too).
     fn poll_rooms(
         &mut self,
-        mut each: impl FnMut(&mut Mailbox<M>) -> Poll<Result<usize, CloseReason>>,
+        mut budget: Option<usize>,
+        mut each: impl FnMut(&mut Mailbox<M>, usize) -> Poll<Result<usize, CloseReason>>,
     ) -> (usize, bool) {
         let Some(rooms) = &self.rooms else {
             return (0, false);
@@ -156,8 +193,14 @@ impl<M: Clone> Mailbox<M> {
         let mut n = 0;
         let mut evicted = false;
         for sub in rooms.lock().iter_mut() {
-            match each(&mut sub.mailbox) {
-                Poll::Ready(Ok(k)) => n += k,
+            if budget == Some(0) {
+                break;
+            }
+            match each(&mut sub.mailbox, budget.unwrap_or(usize::MAX)) {
+                Poll::Ready(Ok(k)) => {
+                    n += k;
+                    budget = budget.map(|b| b.saturating_sub(k));
+                }
                 Poll::Ready(Err(CloseReason::Evicted)) => evicted = true,
                 _ => {}
             }
@@ -198,7 +241,7 @@ impl<M: Clone> Mailbox<M> {
     ) -> Poll<Result<usize, CloseReason>> {
         let own = self.fill(cx, buf);
         self.leave_rooms_if_evicted(&own);
-        let (n, evicted) = self.poll_rooms(|m| m.fill(cx, buf));
+        let (n, evicted) = self.poll_rooms(None, |m, _| m.fill(cx, buf));
         Self::combine(own, n, evicted)
     }
 
@@ -221,6 +264,36 @@ impl<M: Clone> Mailbox<M> {
         self.len() == 0
     }
 
+    /// Reads the log from `cursor` to the head under `st` (the read lock), calling `each`
+    /// with every entry meant for this client, in order, until it returns false. Counts what
+    /// the ring no longer holds as dropped. Returns the sequence read up to and whether the
+    /// caller must trim the log once the lock is released.
+    fn read_log(
+        &self,
+        st: &State<M>,
+        cursor: u64,
+        mut each: impl FnMut(u64, &M) -> bool,
+    ) -> (u64, bool) {
+        let lost = self.hub.lost(st, &self.slot, cursor);
+        Counters::add(&self.hub.counters.dropped, lost);
+        let id = self.slot.id;
+        let mut next = cursor.max(st.base);
+        let mut excepted = 0;
+        for (seq, e) in st.entries_from(cursor) {
+            if e.except == Some(id) {
+                excepted += 1;
+            } else if !each(seq, &e.msg) {
+                break;
+            }
+            next = seq + 1;
+        }
+        if excepted > 0 {
+            self.slot.except_seen.fetch_add(excepted, Ordering::AcqRel);
+        }
+        let trim = self.hub.advance(st, &self.slot, cursor, next);
+        (next, trim)
+    }
+
     /// Moves everything waiting into `buf` (appending), or registers the task to be woken.
     /// Does not count deliveries.
     fn fill(
@@ -228,8 +301,28 @@ impl<M: Clone> Mailbox<M> {
         cx: &mut Context<'_>,
         buf: &mut VecDeque<M>,
     ) -> Poll<Result<usize, CloseReason>> {
+        let mut trim = false;
+        let polled = self.fill_locked(cx, buf, &mut trim);
+        if trim {
+            self.hub.trim();
+        }
+        polled
+    }
+
+    fn fill_locked(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut VecDeque<M>,
+        trim: &mut bool,
+    ) -> Poll<Result<usize, CloseReason>> {
         let before = buf.len();
         let mut force_lock = false;
+        if self.slot.lagging.load(Ordering::Acquire)
+            && self.slot.private_len.load(Ordering::Acquire) == 0
+        {
+            // Drained after skipping under DropNewest: back on the log, at the head.
+            self.hub.rejoin(&self.hub.read(), &self.slot);
+        }
         loop {
             let cursor = self.slot.cursor.load(Ordering::Acquire);
             let behind = cursor != DETACHED && cursor < self.hub.head.load(Ordering::SeqCst);
@@ -239,18 +332,11 @@ impl<M: Clone> Mailbox<M> {
             if let Some(st) = &log {
                 let cursor = self.slot.cursor.load(Ordering::Acquire);
                 if cursor != DETACHED {
-                    if cursor < st.base {
-                        // Cannot happen while the scan invariant holds; if it ever did, count
-                        // the gap rather than lose it silently.
-                        Counters::add(&self.hub.counters.dropped, (st.base - cursor) as usize);
-                    }
-                    let id = self.slot.id;
-                    buf.extend(
-                        st.entries_from(cursor)
-                            .filter(|(_, e)| e.except != Some(id))
-                            .map(|(_, e)| e.msg.clone()),
-                    );
-                    self.slot.cursor.store(st.head(), Ordering::Release);
+                    let (_, t) = self.read_log(st, cursor, |_, m| {
+                        buf.push_back(m.clone());
+                        true
+                    });
+                    *trim |= t;
                     read_from = Some(cursor);
                 }
             }
@@ -307,11 +393,12 @@ impl<M: Clone> Mailbox<M> {
                 w => *w = Some(cx.waker().clone()),
             }
             drop(ss);
-            // Broadcasts wake through the hub's waiter list. Re-check after registering, so a
-            // broadcast between our read and the registration is not missed.
+            // Broadcasts wake through the log's waiter list, where this slot is registered at
+            // most once. Re-check after registering, so a broadcast between our read and the
+            // registration is not missed.
             let cursor = self.slot.cursor.load(Ordering::Acquire);
             if cursor != DETACHED {
-                self.hub.park(cx.waker());
+                self.hub.park(&self.slot);
                 if self.hub.head.load(Ordering::SeqCst) > cursor {
                     cx.waker().wake_by_ref();
                 }
@@ -346,27 +433,53 @@ impl<M: Clone> Mailbox<M> {
     }
 
     /// Hands up to `max` waiting messages to `f` by reference, in order, or registers the task
-    /// to be woken. Returns `Ready(Ok(n))` with `n >= 1` messages handed over, or
+    /// to be woken. Returns `Ready(Ok(n))` with `1 <= n <= max` messages handed over, or
     /// `Ready(Err(reason))` once the mailbox is closed and drained.
+    ///
+    /// `f` returns whether it could use the message: one it refuses (e.g. a WebSocket writer
+    /// given a message that is not a data frame) is counted in [`Stats::dropped`] instead of
+    /// [`Stats::delivered`](super::Stats::delivered).
     ///
     /// Broadcasts are read in place from the hub's shared log: nothing is cloned, so no
     /// reference count is touched per client. The WebSocket writer encodes each frame
-    /// straight from here into its write buffer.
+    /// straight from here into its write buffer. The client's own log and its rooms take
+    /// turns going first, so neither starves the other.
     ///
     /// # Deadlocks
     ///
     /// `f` runs while the hub's log is read-locked: it must be quick and must not call into
     /// the hub (no `broadcast`, `send_to`, `register`, no dropping a `ClientHandle`).
+    ///
+    /// [`Stats::dropped`]: super::Stats::dropped
     pub fn poll_recv_with(
         &mut self,
         cx: &mut Context<'_>,
         max: usize,
-        mut f: impl FnMut(&M),
+        mut f: impl FnMut(&M) -> bool,
     ) -> Poll<Result<usize, CloseReason>> {
-        let own = self.poll_own_with(cx, max, &mut f);
-        self.leave_rooms_if_evicted(&own);
+        let max = max.max(1);
+        self.rooms_first = !self.rooms_first;
         // A room membership has no rooms of its own: its own log and direct sends are all.
-        let (n, evicted) = self.poll_rooms(|m| m.poll_own_with(cx, max, &mut f));
+        let (own, n, evicted) = if self.rooms_first && self.rooms.is_some() {
+            let (n, evicted) =
+                self.poll_rooms(Some(max), |m, budget| m.poll_own_with(cx, budget, &mut f));
+            let own = if n < max {
+                self.poll_own_with(cx, max - n, &mut f)
+            } else {
+                Poll::Ready(Ok(0))
+            };
+            (own, n, evicted)
+        } else {
+            let own = self.poll_own_with(cx, max, &mut f);
+            let left = match own {
+                Poll::Ready(Ok(k)) => max - k,
+                _ => max,
+            };
+            let (n, evicted) =
+                self.poll_rooms(Some(left), |m, budget| m.poll_own_with(cx, budget, &mut f));
+            (own, n, evicted)
+        };
+        self.leave_rooms_if_evicted(&own);
         Self::combine(own, n, evicted)
     }
 
@@ -375,7 +488,7 @@ impl<M: Clone> Mailbox<M> {
         &mut self,
         cx: &mut Context<'_>,
         max: usize,
-        mut f: impl FnMut(&M),
+        f: &mut impl FnMut(&M) -> bool,
     ) -> Poll<Result<usize, CloseReason>> {
         let max = max.max(1);
         let cursor = self.slot.cursor.load(Ordering::Acquire);
@@ -386,27 +499,26 @@ impl<M: Clone> Mailbox<M> {
             // Checked under the lock: a direct send made before any broadcast we are about to
             // read is visible now, and then the owned path merges the two in order.
             if cursor != DETACHED && self.slot.private_len.load(Ordering::Acquire) == 0 {
-                if cursor < st.base {
-                    Counters::add(&self.hub.counters.dropped, (st.base - cursor) as usize);
-                }
-                let id = self.slot.id;
-                let mut next = cursor.max(st.base);
-                let mut n = 0;
-                for (seq, e) in st.entries_from(cursor) {
-                    if n == max {
-                        break;
+                let (mut used, mut refused) = (0, 0);
+                let (_, trim) = self.read_log(&st, cursor, |_, m| {
+                    if used + refused == max {
+                        return false;
                     }
-                    next = seq + 1;
-                    if e.except != Some(id) {
-                        f(&e.msg);
-                        n += 1;
+                    if f(m) {
+                        used += 1;
+                    } else {
+                        refused += 1;
                     }
-                }
-                self.slot.cursor.store(next, Ordering::Release);
+                    true
+                });
                 drop(st);
-                if n > 0 {
-                    Counters::add(&self.hub.counters.delivered, n);
-                    return Poll::Ready(Ok(n));
+                if trim {
+                    self.hub.trim();
+                }
+                if used + refused > 0 {
+                    Counters::add(&self.hub.counters.delivered, used);
+                    Counters::add(&self.hub.counters.dropped, refused);
+                    return Poll::Ready(Ok(used + refused));
                 }
             }
         }
@@ -422,10 +534,9 @@ impl<M: Clone> Mailbox<M> {
             }
         }
         let n = self.pending.len().min(max);
-        for m in self.pending.drain(..n) {
-            f(&m);
-        }
-        Counters::add(&self.hub.counters.delivered, n);
+        let used = self.pending.drain(..n).filter(|m| f(m)).count();
+        Counters::add(&self.hub.counters.delivered, used);
+        Counters::add(&self.hub.counters.dropped, n - used);
         Poll::Ready(Ok(n))
     }
 
@@ -516,10 +627,11 @@ impl<M> Extend<M> for One<M> {
 impl<M: Clone> Drop for Mailbox<M> {
     fn drop(&mut self) {
         Counters::add(&self.hub.counters.dropped, self.pending.len());
+        // Unregisters the client (if its handle has not already) and discards its backlog.
+        // Closed first, so a `join` racing with this drop is refused rather than left behind.
+        self.hub.drop_receiver(&self.slot);
         if let Some(rooms) = &self.rooms {
             rooms.leave_all();
         }
-        // Unregisters the client (if its handle has not already) and discards its backlog.
-        self.hub.drop_receiver(&self.slot);
     }
 }

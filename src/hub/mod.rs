@@ -152,6 +152,7 @@ mod engine;
 mod mailbox;
 mod members;
 mod rooms;
+mod wait;
 
 use std::fmt;
 use std::pin::Pin;
@@ -371,7 +372,8 @@ impl<M: Clone + Send + 'static> Hub<M> {
         Ok((handle, mailbox))
     }
 
-    /// Offers `msg` to every client; returns how many it was offered to.
+    /// Offers `msg` to every client; returns how many accepted it (all but the
+    /// clients skipping under [`OverflowPolicy::DropNewest`], whose skips are counted as dropped).
     ///
     /// Never waits: a client whose backlog is full is handled by the [`OverflowPolicy`].
     /// Returns 0 after [`Hub::shutdown`].
@@ -510,9 +512,12 @@ impl<M: Clone> ClientHandle<M> {
     ///
     /// # Errors
     ///
-    /// [`Error::Shutdown`] once the hub is shut down.
+    /// [`Error::Shutdown`] once the hub is shut down; [`Error::ClientClosed`] once the client
+    /// has left the hub (evicted, or its mailbox dropped).
     pub fn join(&self, room: &str) -> Result<bool> {
-        let joined = self.rooms.join(self.id, room)?;
+        let joined = self.rooms.join(self.id, room, || {
+            self.slot.is_closed() && !self.hub.is_shutdown()
+        })?;
         // A parked receiver must start reading the room's log.
         self.slot.wake();
         Ok(joined)

@@ -109,12 +109,14 @@ impl<M: Clone> RoomTable<M> {
         // between its lookup and this registration.
         let slot = inner.register_as(id)?;
         let members = inner.connected.load(std::sync::atomic::Ordering::Acquire);
-        drop(rooms);
+        // Sent under the table lock, so subscribers see joins and leaves in the order the
+        // member counts changed.
         let _ = self.presence.send(Presence::Joined {
             room: name.clone(),
             client: id,
             members,
         });
+        drop(rooms);
         Ok(RoomSub {
             name,
             mailbox: Mailbox::new(slot, inner),
@@ -135,12 +137,12 @@ impl<M: Clone> RoomTable<M> {
         if members == 0 {
             rooms.remove(&name);
         }
-        drop(rooms);
         let _ = self.presence.send(Presence::Left {
             room: name,
             client: id,
             members,
         });
+        drop(rooms);
     }
 
     pub(crate) fn shutdown(&self) {
@@ -176,9 +178,19 @@ impl<M: Clone> Memberships<M> {
         self.subs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Joins `room`; false if already a member.
-    pub(crate) fn join(&self, id: ClientId, room: &str) -> Result<bool> {
+    /// Joins `room`; false if already a member. `closed` tells whether the client has left
+    /// the hub; it is checked under the lock that `leave_all` takes after the client is
+    /// closed, so a join racing with the client's departure never outlives it.
+    pub(crate) fn join(
+        &self,
+        id: ClientId,
+        room: &str,
+        closed: impl FnOnce() -> bool,
+    ) -> Result<bool> {
         let mut subs = self.lock();
+        if closed() {
+            return Err(Error::ClientClosed(id));
+        }
         if subs.iter().any(|s| &*s.name == room) {
             return Ok(false);
         }

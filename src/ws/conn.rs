@@ -376,9 +376,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             let wbuf = &mut self.wbuf;
             let polled = self.mailbox.poll_recv_with(cx, BATCH.min(budget), |msg| {
-                if !frame::encode(msg, wbuf) {
+                let encoded = frame::encode(msg, wbuf);
+                if !encoded {
                     tracing::debug!("not sent: close and raw frames cannot be broadcast");
                 }
+                encoded
             });
             match polled {
                 Poll::Ready(Ok(n)) => budget = budget.saturating_sub(n),
