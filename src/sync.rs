@@ -1,14 +1,15 @@
 //! The synchronisation primitives of the hand-written concurrency that `loom` models check:
-//! std's normally, loom's under `--cfg loom` (see `src/hub/wait.rs`).
+//! std's normally, loom's under `--cfg wshub_loom` (see `src/hub/wait.rs`). Not `--cfg loom`:
+//! tokio compiles its networking out under that name.
 
-#[cfg(loom)]
+#[cfg(wshub_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
-#[cfg(loom)]
+#[cfg(wshub_loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 
-#[cfg(not(loom))]
+#[cfg(not(wshub_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize};
-#[cfg(not(loom))]
+#[cfg(not(wshub_loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
 
 /// Locks `m`. Every critical section guarded this way is a few container operations that

@@ -34,7 +34,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::Notify;
 
@@ -43,7 +43,6 @@ use super::members::Members;
 use super::wait::WaitList;
 use super::{ClientId, CloseReason, HubConfig, OverflowPolicy};
 use crate::error::{Error, Result};
-use crate::sync::lock;
 
 /// Hub-wide counters.
 #[derive(Debug, Default)]
@@ -60,6 +59,12 @@ impl Counters {
             counter.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
+}
+
+/// Locks a slot's state. Every critical section on it is a few container operations that
+/// cannot panic halfway, so a poisoned lock still guards consistent data.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 pub(crate) struct Entry<M> {
@@ -612,7 +617,11 @@ mod tests {
         }
         assert_eq!(hub.inner.parked(), 1);
         drop(client);
-        assert_eq!(hub.inner.parked(), 0, "an unregistered receiver stays parked");
+        assert_eq!(
+            hub.inner.parked(),
+            0,
+            "an unregistered receiver stays parked"
+        );
         drop(mail);
     }
 
@@ -642,7 +651,11 @@ mod tests {
             }
             while poll_once(&mut a).is_ready() {}
             drop(b);
-            assert_eq!(hub.inner.log_len(), 0, "{policy:?}: kept for a reader that left");
+            assert_eq!(
+                hub.inner.log_len(),
+                0,
+                "{policy:?}: kept for a reader that left"
+            );
             assert_eq!(Arc::strong_count(&payload), 1);
         }
     }

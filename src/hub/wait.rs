@@ -99,9 +99,9 @@ impl<T: Parkable> WaitList<T> {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, wshub_loom))]
 mod loom_model {
-    //! `RUSTFLAGS="--cfg loom" cargo test --lib --release loom_model`
+    //! `RUSTFLAGS="--cfg wshub_loom" cargo test --lib --release loom_model`
     use super::*;
     use loom::sync::atomic::AtomicU64;
     use std::task::{Wake, Waker};

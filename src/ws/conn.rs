@@ -1,18 +1,27 @@
 //! The per-connection driver: one task that reads, writes, pings and closes.
 //!
 //! One task, not two: an idle connection then costs one task allocation, and reading and
-//! writing share the tungstenite state without a lock. Each poll runs the timers, then reads
+//! writing share the tungstenite state without a lock. Each poll runs the timers, reads
 //! (bounded), then writes everything the mailbox holds and flushes once.
 //!
+//! Reading and writing are independent: tungstenite never writes to the socket. Everything it
+//! writes (pong replies, our pings, close frames) lands in a small bounded control queue
+//! ([`ControlQueue`]) in front of the stream, and the driver moves those bytes onto the wire
+//! only between its own frames. So reading goes on while a write is blocked (inbound
+//! messages, pongs, the peer's close are all seen), and no frame can be split by another: by
+//! construction, not by care at each call site.
+//!
 //! Data frames do not go through tungstenite's writer: the mailbox hands each broadcast out
-//! by reference and [`frame::encode`] appends it to this connection's own buffer (no
-//! reference count touched per client, one syscall per batch, and the buffer is released when
-//! a burst has been written). tungstenite still reads, and writes the control frames (pings,
-//! pong replies, close). The two never interleave inside a frame: tungstenite is called only
-//! while our buffer is fully written, and our buffer is filled only after tungstenite's
-//! pending control frames are flushed.
+//! by reference and [`frame::encode`] copies it into this connection's write buffer (the
+//! payload is copied once per connection into that buffer; no reference count is touched per
+//! client, one syscall per batch, and a buffer that grew during a burst is released once
+//! written).
+//!
+//! The write timeout is a progress timeout: it fires when no byte could be written for that
+//! long, so a client that reads steadily, however slowly, is never cut off by it.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,7 +29,7 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use futures_sink::Sink;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::error::{CapacityError, Error as WsError};
@@ -40,6 +49,72 @@ const BATCH: usize = 256;
 const WRITE_BUDGET: usize = 1024;
 /// How long to wait for the peer's close frame when no write timeout is set.
 const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes of control frames tungstenite may queue while our own frames are being written.
+/// tungstenite keeps only the latest pong reply when it cannot write, so a ping flood from a
+/// peer that does not read costs at most this much.
+const CONTROL_LIMIT: usize = 4 * 1024;
+
+/// The stream as tungstenite sees it: reads go straight to the socket; once the connection
+/// is open, writes go into a bounded queue that the driver puts on the wire between its own
+/// frames (see the module docs). During the handshake, writes pass through.
+#[derive(Debug)]
+pub(crate) struct ControlQueue<S> {
+    stream: S,
+    queued: Vec<u8>,
+    queueing: bool,
+}
+
+impl<S> ControlQueue<S> {
+    /// Wraps `stream`, passing writes through until the driver takes over.
+    pub(crate) fn new(stream: S) -> Self {
+        ControlQueue {
+            stream,
+            queued: Vec::new(),
+            queueing: false,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ControlQueue<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ControlQueue<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if !self.queueing {
+            return Pin::new(&mut self.stream).poll_write(cx, buf);
+        }
+        // All or nothing, so the queue holds whole frames. Full: tungstenite keeps the frame
+        // and retries when the driver flushes it after draining the queue (no waker needed:
+        // the driver is the only one who drains it, in the same task).
+        if !self.queued.is_empty() && self.queued.len() + buf.len() > CONTROL_LIMIT {
+            return Poll::Pending;
+        }
+        self.queued.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.queueing {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
 
 enum Phase {
     Open,
@@ -51,13 +126,23 @@ enum Phase {
     },
 }
 
+/// What writing the buffered bytes came to.
+enum Written {
+    /// Everything is on the wire.
+    Done,
+    /// The socket is full; the task will be woken when it drains.
+    Blocked,
+    /// The connection is gone.
+    Failed(End),
+}
+
 pub(crate) struct Driver<S> {
-    ws: WebSocketStream<S>,
+    ws: WebSocketStream<ControlQueue<S>>,
     client: Option<Client>,
     mailbox: Mailbox<Message>,
     handler: Arc<dyn Handler>,
     heartbeat: Heartbeat,
-    /// Encoded data frames; `wbuf[wpos..]` is not written yet.
+    /// Bytes for the wire, whole frames only; `wbuf[wpos..]` is not written yet.
     wbuf: Vec<u8>,
     wpos: usize,
     /// Capacity `wbuf` keeps between batches; a larger buffer (after a burst) is released.
@@ -66,30 +151,39 @@ pub(crate) struct Driver<S> {
     data_unflushed: bool,
     ping_due: bool,
     phase: Phase,
-    /// False after a read error that leaves the stream mid-frame.
+    /// False after a read error that leaves the stream mid-frame, or once the stream ended.
     can_read: bool,
-    /// tungstenite holds control frames (pong reply, ping, close) to flush.
+    /// tungstenite may hold control frames (pong reply, ping, close) to flush.
     needs_flush: bool,
+    /// The WebSocket is over (closing handshake done, or tungstenite closed): once what is
+    /// buffered is written, the connection ends this way.
+    finished: Option<End>,
     last_read: Instant,
     next_ping: Option<Instant>,
-    /// When the oldest unfinished write started.
+    /// Since when no write could make progress.
     blocked_since: Option<Instant>,
     timer: Pin<Box<Sleep>>,
     timer_at: Instant,
     result: Disconnect,
 }
 
+/// `t + d`, or None when that is beyond what `Instant` can hold (a deadline that never comes).
+fn deadline(t: Instant, d: Duration) -> Option<Instant> {
+    t.checked_add(d)
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     pub(crate) fn new(
-        ws: WebSocketStream<S>,
+        mut ws: WebSocketStream<ControlQueue<S>>,
         client: Client,
         mailbox: Mailbox<Message>,
         handler: Arc<dyn Handler>,
         heartbeat: Heartbeat,
         wbuf_spare: usize,
     ) -> Self {
+        ws.get_mut().queueing = true;
         let now = Instant::now();
-        let next_ping = heartbeat.get_ping_interval().map(|i| now + i);
+        let next_ping = heartbeat.get_ping_interval().and_then(|i| deadline(now, i));
         let id = client.id();
         let mut driver = Driver {
             ws,
@@ -105,6 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             phase: Phase::Open,
             can_read: true,
             needs_flush: false,
+            finished: None,
             last_read: now,
             next_ping,
             blocked_since: None,
@@ -145,20 +240,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if let Some(end) = self.on_timers(now) {
             return Poll::Ready(end);
         }
-        // Reading may make tungstenite write (pong replies): only between our frames.
-        let read_polled = self.wbuf.is_empty();
-        if read_polled {
-            if let Some(end) = self.poll_read(cx) {
-                return Poll::Ready(end);
-            }
+        // Reading never writes to the socket, so it goes on whatever the write side is doing.
+        if let Some(end) = self.poll_read(cx) {
+            return Poll::Ready(end);
         }
         if let Some(end) = self.poll_write(cx, now) {
             return Poll::Ready(end);
-        }
-        if !read_polled && self.wbuf.is_empty() {
-            // The read side was skipped while a frame was half written and nothing has
-            // registered this task for inbound data since: poll again to read.
-            cx.waker().wake_by_ref();
         }
         self.arm_timer(cx, now);
         Poll::Pending
@@ -169,10 +256,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let blocked = self
             .blocked_since
             .zip(hb.get_write_timeout())
-            .map(|(t, d)| t + d);
+            .and_then(|(t, d)| deadline(t, d));
         match &self.phase {
             Phase::Open => {
-                let read = hb.get_read_timeout().map(|d| self.last_read + d);
+                let read = hb
+                    .get_read_timeout()
+                    .and_then(|d| deadline(self.last_read, d));
                 [read, self.next_ping, blocked].into_iter().flatten().min()
             }
             Phase::Closing { deadline, .. } => {
@@ -182,27 +271,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn on_timers(&mut self, now: Instant) -> Option<End> {
-        if let Some(write_timeout) = self.heartbeat.get_write_timeout() {
-            if self.blocked_since.is_some_and(|t| now >= t + write_timeout) {
-                return Some(End::WriteTimeout);
-            }
+        let write_deadline = self
+            .blocked_since
+            .zip(self.heartbeat.get_write_timeout())
+            .and_then(|(t, d)| deadline(t, d));
+        if write_deadline.is_some_and(|at| now >= at) {
+            return Some(End::WriteTimeout);
         }
         match &self.phase {
             Phase::Closing { deadline, .. } => (now >= *deadline).then_some(End::CloseTimeout),
             Phase::Open => {
-                if let Some(read_timeout) = self.heartbeat.get_read_timeout() {
-                    if now >= self.last_read + read_timeout {
-                        self.result.timed_out = true;
-                        self.start_close(now, CloseCode::Normal, "read timeout");
-                        return None;
-                    }
+                let read_deadline = self
+                    .heartbeat
+                    .get_read_timeout()
+                    .and_then(|d| deadline(self.last_read, d));
+                if read_deadline.is_some_and(|at| now >= at) {
+                    self.result.timed_out = true;
+                    self.start_close(now, CloseCode::Normal, "read timeout");
+                    return None;
                 }
                 if let (Some(at), Some(interval)) =
                     (self.next_ping, self.heartbeat.get_ping_interval())
                 {
                     if now >= at {
                         self.ping_due = true;
-                        self.next_ping = Some(now + interval);
+                        self.next_ping = deadline(now, interval);
                     }
                 }
                 None
@@ -253,7 +346,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         for _ in 0..READ_BUDGET {
             let msg = match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Pending => return None,
-                Poll::Ready(None) => return Some(End::Closed),
+                Poll::Ready(None) => {
+                    // The closing handshake is over: write what is queued (our close reply),
+                    // then end.
+                    self.can_read = false;
+                    self.finished.get_or_insert(End::Closed);
+                    return None;
+                }
                 Poll::Ready(Some(Ok(msg))) => msg,
                 Poll::Ready(Some(Err(e))) => return self.on_read_error(e),
             };
@@ -269,7 +368,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         self.start_close(Instant::now(), CloseCode::Error, "internal error");
                     }
                 }
-                // tungstenite queued the pong; it goes out with the next flush.
+                // tungstenite queued the pong; it reaches the control queue at the next flush.
                 Message::Ping(_) => self.needs_flush = true,
                 Message::Pong(_) | Message::Frame(_) => {}
                 Message::Close(frame) => {
@@ -278,6 +377,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     // stream ends.
                     self.needs_flush = true;
                     if let Phase::Open = self.phase {
+                        // What was queued before the peer's close (such as the replies to
+                        // its last messages) goes out before our close reply.
+                        while let Poll::Ready(Ok(_)) = self.encode_batch(cx, BATCH) {}
                         self.client = None;
                         self.phase = Phase::Closing {
                             frame: None,
@@ -302,7 +404,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 return Some(End::Reset);
             }
             WsError::Protocol(_) => (CloseCode::Protocol, "protocol error"),
-            WsError::ConnectionClosed | WsError::AlreadyClosed => return Some(End::Closed),
+            WsError::ConnectionClosed | WsError::AlreadyClosed => {
+                self.can_read = false;
+                self.finished.get_or_insert(End::Closed);
+                return None;
+            }
             _ => {
                 tracing::debug!(error = %e, "read failed");
                 return Some(End::Reset);
@@ -315,74 +421,116 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         None
     }
 
-    fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant) -> Option<End> {
-        let mut budget = WRITE_BUDGET;
-        loop {
-            // 1. Our encoded data frames.
-            while self.wpos < self.wbuf.len() {
-                match Pin::new(self.ws.get_mut()).poll_write(cx, &self.wbuf[self.wpos..]) {
-                    Poll::Pending => {
-                        self.blocked_since.get_or_insert(now);
-                        return None;
-                    }
-                    Poll::Ready(Ok(0)) => return Some(End::Reset),
-                    Poll::Ready(Ok(n)) => self.wpos += n,
-                    Poll::Ready(Err(e)) => {
-                        tracing::debug!(error = %e, "write failed");
-                        return Some(End::Reset);
-                    }
+    /// Writes `wbuf[wpos..]` to the socket. Any progress restarts the write timeout.
+    fn write_buffered(&mut self, cx: &mut Context<'_>, now: Instant) -> Written {
+        while self.wpos < self.wbuf.len() {
+            let socket = &mut self.ws.get_mut().stream;
+            match Pin::new(socket).poll_write(cx, &self.wbuf[self.wpos..]) {
+                Poll::Pending => {
+                    self.blocked_since.get_or_insert(now);
+                    return Written::Blocked;
+                }
+                Poll::Ready(Ok(0)) => return Written::Failed(End::Reset),
+                Poll::Ready(Ok(n)) => {
+                    self.wpos += n;
+                    self.blocked_since = None;
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "write failed");
+                    return Written::Failed(End::Reset);
                 }
             }
-            if !self.wbuf.is_empty() {
-                self.wbuf.clear();
-                self.wpos = 0;
-                self.data_unflushed = true;
-                if self.wbuf.capacity() > self.wbuf_spare {
-                    self.wbuf = Vec::new();
-                }
+        }
+        if !self.wbuf.is_empty() {
+            self.wbuf.clear();
+            self.wpos = 0;
+            self.data_unflushed = true;
+            if self.wbuf.capacity() > self.wbuf_spare {
+                self.wbuf = Vec::new();
             }
-            // 2. Control frames, through tungstenite, between our frames.
-            if self.ping_due && matches!(self.phase, Phase::Open) {
-                if let Some(end) = self.send_control(cx, now, Message::Ping(Default::default())) {
-                    return end;
-                }
-                self.ping_due = false;
+        }
+        Written::Done
+    }
+
+    /// Control frames from tungstenite: ours (ping, close) handed to it, and whatever it has
+    /// queued (pong replies, the close reply) flushed into the control queue. Returns an end
+    /// when tungstenite reports the connection over.
+    fn pump_control(&mut self, cx: &mut Context<'_>) -> Option<End> {
+        if self.finished.is_some() {
+            return None; // tungstenite is done; only our buffers are left to write
+        }
+        if self.ping_due && matches!(self.phase, Phase::Open) {
+            match self.send_control(cx, Message::Ping(Default::default())) {
+                Ok(true) => self.ping_due = false,
+                Ok(false) => return None,
+                Err(end) => return self.tungstenite_ended(end),
             }
-            if let Phase::Closing { frame, .. } = &mut self.phase {
-                if let Some(f) = frame.take() {
-                    let close = Message::Close(Some(f.clone()));
-                    if let Some(end) = self.send_control(cx, now, close) {
-                        // Not sent yet: keep it for the next poll.
+        }
+        if let Phase::Closing { frame, .. } = &mut self.phase {
+            if let Some(f) = frame.take() {
+                match self.send_control(cx, Message::Close(Some(f.clone()))) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // Not taken yet: keep it for the next round.
                         if let Phase::Closing { frame, .. } = &mut self.phase {
                             *frame = Some(f);
                         }
-                        return end;
-                    }
-                }
-            }
-            if self.needs_flush {
-                match Pin::new(&mut self.ws).poll_flush(cx) {
-                    Poll::Pending => {
-                        self.blocked_since.get_or_insert(now);
                         return None;
                     }
-                    Poll::Ready(Err(e)) => return Some(write_end(e)),
-                    Poll::Ready(Ok(())) => self.needs_flush = false,
+                    Err(end) => return self.tungstenite_ended(end),
                 }
+            }
+        }
+        if self.needs_flush {
+            match Pin::new(&mut self.ws).poll_flush(cx) {
+                // The control queue is full: it is drained before the next round.
+                Poll::Pending => {}
+                Poll::Ready(Err(e)) => return self.tungstenite_ended(write_end(e)),
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+            }
+        }
+        None
+    }
+
+    /// tungstenite will write no more: end once our buffers are on the wire (`Closed`), or
+    /// at once (`Reset`).
+    fn tungstenite_ended(&mut self, end: End) -> Option<End> {
+        match end {
+            End::Closed => {
+                self.finished.get_or_insert(End::Closed);
+                None
+            }
+            end => Some(end),
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant) -> Option<End> {
+        let mut budget = WRITE_BUDGET;
+        loop {
+            // 1. Whole frames already in the buffer go out first.
+            match self.write_buffered(cx, now) {
+                Written::Done => {}
+                Written::Blocked => return None,
+                Written::Failed(end) => return Some(end),
+            }
+            // 2. Control frames go next, between our frames.
+            if let Some(end) = self.pump_control(cx) {
+                return Some(end);
+            }
+            let queued = &mut self.ws.get_mut().queued;
+            if !queued.is_empty() {
+                self.wbuf.extend_from_slice(queued);
+                *queued = Vec::new();
+                continue;
+            }
+            if let Some(end) = self.finished {
+                return self.flush_socket(cx, now).or(Some(end));
             }
             // 3. The next batch from the mailbox, while open.
             if !matches!(self.phase, Phase::Open) || budget == 0 {
                 break;
             }
-            let wbuf = &mut self.wbuf;
-            let polled = self.mailbox.poll_recv_with(cx, BATCH.min(budget), |msg| {
-                let encoded = frame::encode(msg, wbuf);
-                if !encoded {
-                    tracing::debug!("not sent: close and raw frames cannot be broadcast");
-                }
-                encoded
-            });
-            match polled {
+            match self.encode_batch(cx, BATCH.min(budget)) {
                 Poll::Ready(Ok(n)) => budget = budget.saturating_sub(n),
                 Poll::Ready(Err(reason)) => {
                     let (code, text) = match reason {
@@ -402,49 +550,70 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if budget == 0 {
             cx.waker().wake_by_ref();
         }
-        if self.data_unflushed {
-            match Pin::new(self.ws.get_mut()).poll_flush(cx) {
-                Poll::Pending => {
-                    self.blocked_since.get_or_insert(now);
-                    return None;
-                }
-                Poll::Ready(Err(e)) => {
-                    tracing::debug!(error = %e, "flush failed");
-                    return Some(End::Reset);
-                }
-                Poll::Ready(Ok(())) => self.data_unflushed = false,
-            }
+        if let Some(end) = self.flush_socket(cx, now) {
+            return Some(end);
         }
-        self.blocked_since = None;
         // A close we sent is complete once flushed if we may not read the peer's reply.
-        if !self.can_read && matches!(self.phase, Phase::Closing { frame: None, .. }) {
+        if !self.can_read
+            && self.data_unflushed.eq(&false)
+            && matches!(self.phase, Phase::Closing { frame: None, .. })
+            && !self.needs_flush
+        {
             return Some(End::Closed);
         }
         None
     }
 
-    /// Queues a control frame in tungstenite. `Some(result)` means: stop here and return
-    /// `result` from `poll_write` (pending on a full socket, or the connection ended).
-    #[allow(clippy::option_option)]
-    fn send_control(
+    /// Encodes up to `max` messages from the mailbox into the write buffer.
+    fn encode_batch(
         &mut self,
         cx: &mut Context<'_>,
-        now: Instant,
-        msg: Message,
-    ) -> Option<Option<End>> {
-        match Pin::new(&mut self.ws).poll_ready(cx) {
+        max: usize,
+    ) -> Poll<Result<usize, CloseReason>> {
+        let wbuf = &mut self.wbuf;
+        self.mailbox.poll_recv_with(cx, max, |msg| {
+            let encoded = frame::encode(msg, wbuf);
+            if !encoded {
+                tracing::debug!("not sent: close and raw frames cannot be broadcast");
+            }
+            encoded
+        })
+    }
+
+    /// Flushes the socket if data was written since the last flush. `Some` only when the
+    /// connection failed.
+    fn flush_socket(&mut self, cx: &mut Context<'_>, now: Instant) -> Option<End> {
+        if !self.data_unflushed {
+            return None;
+        }
+        match Pin::new(&mut self.ws.get_mut().stream).poll_flush(cx) {
             Poll::Pending => {
                 self.blocked_since.get_or_insert(now);
-                return Some(None);
+                None
             }
-            Poll::Ready(Err(e)) => return Some(Some(write_end(e))),
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %e, "flush failed");
+                Some(End::Reset)
+            }
+            Poll::Ready(Ok(())) => {
+                self.data_unflushed = false;
+                self.blocked_since = None;
+                None
+            }
+        }
+    }
+
+    /// Hands a control frame to tungstenite, which writes it into the control queue.
+    /// `Ok(false)`: not taken yet (the queue is full); `Err`: the connection ended.
+    fn send_control(&mut self, cx: &mut Context<'_>, msg: Message) -> Result<bool, End> {
+        match Pin::new(&mut self.ws).poll_ready(cx) {
+            Poll::Pending => return Ok(false),
+            Poll::Ready(Err(e)) => return Err(write_end(e)),
             Poll::Ready(Ok(())) => {}
         }
-        if let Err(e) = Pin::new(&mut self.ws).start_send(msg) {
-            return Some(Some(write_end(e)));
-        }
+        Pin::new(&mut self.ws).start_send(msg).map_err(write_end)?;
         self.needs_flush = true;
-        None
+        Ok(true)
     }
 }
 

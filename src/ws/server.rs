@@ -17,7 +17,7 @@ use tungstenite::protocol::{CloseFrame, Role};
 use tungstenite::Message;
 
 use super::config::Config;
-use super::conn::Driver;
+use super::conn::{ControlQueue, Driver};
 use super::handshake::{self, Refusal};
 use super::{ConnInfo, Disconnect, Handler};
 use crate::error::{Error, Result};
@@ -251,7 +251,7 @@ impl Server {
             }
         };
         let handshake = tokio_tungstenite::accept_hdr_async_with_config(
-            stream,
+            ControlQueue::new(stream),
             callback,
             Some(config.websocket_config()),
         );
@@ -318,7 +318,7 @@ impl Server {
             reason: r.reason.to_string(),
         })?;
         let ws = WebSocketStream::from_raw_socket(
-            stream,
+            ControlQueue::new(stream),
             Role::Server,
             Some(self.inner.config.websocket_config()),
         )
@@ -328,7 +328,7 @@ impl Server {
 
     async fn drive<S>(
         &self,
-        mut ws: WebSocketStream<S>,
+        mut ws: WebSocketStream<ControlQueue<S>>,
         info: ConnInfo,
         _guard: ActiveGuard,
     ) -> Result<Disconnect>
