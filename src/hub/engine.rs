@@ -433,7 +433,10 @@ impl<M: Clone> Inner<M> {
     /// what it skipped meanwhile is counted as dropped. Called by its receiver under the read
     /// lock.
     pub(crate) fn rejoin(&self, st: &State<M>, slot: &Slot<M>) {
-        if slot.cursor.load(Ordering::Acquire) != DETACHED
+        // Still skipping (not unregistered or shut down meanwhile: that settles `lagging`
+        // under the write lock) and drained.
+        if !slot.lagging.load(Ordering::Acquire)
+            || slot.cursor.load(Ordering::Acquire) != DETACHED
             || slot.private_len.load(Ordering::Acquire) != 0
         {
             return;
