@@ -10,9 +10,12 @@ use tungstenite::protocol::WebSocketConfig;
 /// it passes, the connection is closed with 1000 and reason `"read timeout"`. With pings on,
 /// the server pings every `ping_interval` and a live browser answers with a pong, which
 /// pushes the deadline; a dead peer does not, and is dropped within the read timeout. The
-/// write timeout bounds how long a write may stay blocked (a peer that stopped reading its
-/// socket); when it passes the connection is dropped without a close frame, since nothing can
-/// be written to it any more.
+/// write timeout bounds how long writing may make no progress at all (a peer that stopped
+/// reading its socket); when it passes the connection is dropped without a close frame, since
+/// nothing can be written to it any more. Any byte written restarts it, so a peer that reads
+/// slowly but steadily is not dropped by it. (Over TCP the OS reports a full socket writable
+/// again only once a good part of its send buffer has drained, so "steadily" means at least
+/// that much per timeout.)
 ///
 /// ```
 /// use std::time::Duration;
