@@ -31,6 +31,13 @@
 //! connection (with `--pid`), keeps reading for `--hold-secs` (default 2; so pings are
 //! answered), then closes every connection.
 //!
+//! **churn**: `--clients` workers, for `--duration-secs` (default 10), each repeat a cycle:
+//! connect, send one text message, wait for its echo (so the server relays to the room),
+//! then end the connection in one of three ways in turn: a closing handshake, a dropped TCP
+//! stream without a close frame, or half a frame followed by a reset (`SO_LINGER` 0). Use a
+//! room of its own (`--url ws://HOST/ws?room=churn` with `examples/chat`) when a fan-out runs
+//! alongside. Reports completed and failed cycles.
+//!
 //! Other flags: `--timeout-secs T` bounds the whole run (default 120); `--json` prints one JSON
 //! line instead of the human-readable report; `--expect-no-loss` makes any lost message or
 //! early-closed client a failure; `--concurrency C` connects at most C clients at once
@@ -39,7 +46,8 @@
 //! is copied into the report (the bench script names the server with it).
 //!
 //! Exit status: 0 on success, 1 on timeout, 2 on bad arguments, 3 when clients could not
-//! connect or the publisher failed, 4 when `--expect-no-loss` finds a loss or an early close.
+//! connect, the publisher failed or a churn cycle failed, 4 when `--expect-no-loss` finds a
+//! loss or an early close.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -70,6 +78,7 @@ const EXIT_LOSS: i32 = 4;
 enum Mode {
     Fanout,
     Idle,
+    Churn,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +94,8 @@ struct Opts {
     pid: Option<u32>,
     mode: Mode,
     hold: Duration,
+    /// How long churn runs.
+    duration: Duration,
     timeout: Duration,
     concurrency: usize,
     json: bool,
@@ -113,7 +124,10 @@ fn parse_opts() -> Opts {
     let mode = match common::flag("--mode", "fanout".to_string()).as_str() {
         "fanout" => Mode::Fanout,
         "idle" => Mode::Idle,
-        other => usage(&format!("--mode must be fanout or idle, not {other:?}")),
+        "churn" => Mode::Churn,
+        other => usage(&format!(
+            "--mode must be fanout, idle or churn, not {other:?}"
+        )),
     };
     let url = common::flag("--url", "ws://127.0.0.1:8080/ws".to_string());
     let opts = Opts {
@@ -126,6 +140,7 @@ fn parse_opts() -> Opts {
         pid: Some(common::flag("--pid", 0u32)).filter(|&p| p != 0),
         mode,
         hold: secs("--hold-secs", if mode == Mode::Idle { 2.0 } else { 0.0 }),
+        duration: secs("--duration-secs", 10.0),
         timeout: secs("--timeout-secs", 120.0),
         concurrency: common::flag("--concurrency", 100usize),
         json: has_switch("--json"),
@@ -904,6 +919,126 @@ async fn run_idle(opts: &Opts) -> Report {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Churn
+
+/// One cycle: connect, send, wait for the echo, end the connection the `i % 3`rd way.
+async fn churn_cycle(url: &str, i: u64) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let mut ws = connect(url).await?;
+    let text = format!("churn {i} {}", std::process::id());
+    ws.send(Message::text(text.clone()))
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let echo = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) if t.as_str() == text => return Ok(()),
+                Some(Ok(Message::Close(f))) => {
+                    let code = f.map_or(0, |f| u16::from(f.code));
+                    return Err(format!("closed by the server ({code}) before the echo"));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("read: {e}")),
+                None => return Err("eof before the echo".to_string()),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), echo)
+        .await
+        .map_err(|_| "no echo within 5 s".to_string())??;
+    match i % 3 {
+        0 => {
+            ws.close(None).await.map_err(|e| format!("close: {e}"))?;
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+        1 => drop(ws),
+        _ => {
+            if let MaybeTlsStream::Plain(tcp) = ws.get_mut() {
+                // A masked text frame header announcing 100 bytes, and 10 of them.
+                let mut half = vec![0x81, 0x80 | 100, 1, 2, 3, 4];
+                half.extend_from_slice(&[b'x'; 10]);
+                let _ = tcp.write_all(&half).await;
+                let _ = tcp.set_zero_linger();
+            }
+            drop(ws);
+        }
+    }
+    Ok(())
+}
+
+async fn run_churn(opts: &Opts) -> Report {
+    let start = Instant::now();
+    let stop_at = start + opts.duration;
+    let rss_before = opts.pid.and_then(rss_kb);
+    let cpu_before = server_cpu(opts);
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let mut tasks = JoinSet::new();
+    for _ in 0..opts.clients {
+        let (url, next, failed, first_error) = (
+            opts.url.clone(),
+            next.clone(),
+            failed.clone(),
+            first_error.clone(),
+        );
+        tasks.spawn(async move {
+            while Instant::now() < stop_at {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let outcome = tokio::time::timeout(Duration::from_secs(15), churn_cycle(&url, i))
+                    .await
+                    .unwrap_or_else(|_| Err("cycle timed out after 15 s".to_string()));
+                if let Err(e) = outcome {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    first_error.lock().unwrap().get_or_insert(e);
+                }
+            }
+        });
+    }
+    let deadline = start + opts.timeout.max(opts.duration + Duration::from_secs(20));
+    let timed_out = tokio::time::timeout_at(deadline.into(), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err();
+    let elapsed = start.elapsed().as_secs_f64();
+    let cycles = next.load(Ordering::Relaxed);
+    let failed = failed.load(Ordering::Relaxed);
+    let error = first_error.lock().unwrap().clone();
+    let exit = if timed_out {
+        EXIT_TIMEOUT
+    } else if failed > 0 {
+        EXIT_FAILED
+    } else {
+        0
+    };
+    let out = json!({
+        "label": opts.label,
+        "mode": "churn",
+        "url": opts.url,
+        "clients": opts.clients,
+        "ok": exit == 0,
+        "exit": exit,
+        "timed_out": timed_out,
+        "error": error,
+        "elapsed_s": elapsed,
+        "cycles": cycles,
+        "failed": failed,
+        "cycles_per_s": cycles as f64 / elapsed,
+        "server_pid": opts.pid,
+        "rss_before_kb": rss_before,
+        "rss_after_kb": opts.pid.and_then(rss_kb),
+        "server_cpu_s": cpu_before.zip(server_cpu(opts)).map(|(b, a)| a - b),
+        "loadgen_cpu_s": cpu_secs("self"),
+    });
+    Report {
+        out,
+        exit,
+        conns: Vec::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Output
 
 fn f(v: &Value, key: &str) -> String {
@@ -988,6 +1123,19 @@ fn print_human(v: &Value) {
         if let Some(why) = v["publisher_ended_early"].as_str() {
             println!("publisher's connection ended early: {why}");
         }
+    } else if v["mode"] == "churn" {
+        println!(
+            "churn{label}: {} workers -> {}",
+            f(v, "clients"),
+            v["url"].as_str().unwrap_or("")
+        );
+        println!(
+            "{} cycles in {} s = {}/s, {} failed",
+            int(v, "cycles"),
+            f(v, "elapsed_s"),
+            int(v, "cycles_per_s"),
+            f(v, "failed")
+        );
     } else {
         println!(
             "idle{label}: {} clients -> {}",
@@ -1040,6 +1188,7 @@ async fn main() {
     let report = match opts.mode {
         Mode::Fanout => run_fanout(&opts).await,
         Mode::Idle => run_idle(&opts).await,
+        Mode::Churn => run_churn(&opts).await,
     };
     if opts.json {
         println!("{}", report.out);
