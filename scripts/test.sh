@@ -46,6 +46,11 @@ else
   cargo test --all-features --lib --bins --tests --examples
 fi
 
+step "loom models of the hub's park/wake protocol (src/hub/wait.rs)"
+# Its own cfg name and target dir: tokio compiles its networking out under `cfg(loom)`, and
+# the flag would otherwise rebuild everything in the main target dir.
+RUSTFLAGS="--cfg wshub_loom" CARGO_TARGET_DIR=target/loom cargo test --lib --release loom_model
+
 step "doctests"
 cargo test --all-features --doc
 

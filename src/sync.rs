@@ -3,12 +3,12 @@
 //! tokio compiles its networking out under that name.
 
 #[cfg(wshub_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize};
 #[cfg(wshub_loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 
 #[cfg(not(wshub_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize};
 #[cfg(not(wshub_loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
 

@@ -12,13 +12,16 @@
 //!   waking side clears `pos` *before* it takes the waker (under the same lock). Either the
 //!   waking side takes the new waker, or the receiver sees `pos` cleared and registers again.
 //! - After registering, the receiver re-reads the log head; a broadcast stores the head before
-//!   it looks at `nonempty`. Both are `SeqCst`, so either the receiver sees the new head or the
-//!   broadcast sees the registration.
+//!   it looks at `nonempty`. A `SeqCst` fence on each side (between its store and its load)
+//!   makes either the receiver see the new head or the broadcast see the registration. (The
+//!   `SeqCst` accesses alone promise that too in the C++ model, but loom models them as
+//!   acquire/release and found the gap; the fences are what it can check, and cost one
+//!   barrier per broadcast.)
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::sync::{lock, AtomicBool, AtomicUsize, Mutex};
+use crate::sync::{fence, lock, AtomicBool, AtomicUsize, Mutex};
 
 /// `pos` of a slot that is not in the list.
 pub(crate) const NOT_PARKED: usize = usize::MAX;
@@ -50,16 +53,16 @@ impl<T: Parkable> WaitList<T> {
     /// Registers `slot` unless it already is. The caller has stored its waker in the slot and
     /// re-checks the log head afterwards.
     pub(crate) fn park(&self, slot: &Arc<T>) {
-        if slot.pos().load(Ordering::Acquire) != NOT_PARKED {
-            return;
+        if slot.pos().load(Ordering::Acquire) == NOT_PARKED {
+            let mut list = lock(&self.list);
+            if slot.pos().load(Ordering::Acquire) == NOT_PARKED {
+                slot.pos().store(list.len(), Ordering::Release);
+                list.push(slot.clone());
+                self.nonempty.store(true, Ordering::SeqCst);
+            }
         }
-        let mut list = lock(&self.list);
-        if slot.pos().load(Ordering::Acquire) != NOT_PARKED {
-            return;
-        }
-        slot.pos().store(list.len(), Ordering::Release);
-        list.push(slot.clone());
-        self.nonempty.store(true, Ordering::SeqCst);
+        // Orders the registration before the caller's re-read of the head.
+        fence(Ordering::SeqCst);
     }
 
     /// Takes `slot` out of the list, if it is in it (an unregistered client).
@@ -82,6 +85,8 @@ impl<T: Parkable> WaitList<T> {
 
     /// Wakes every parked receiver, with the lock released.
     pub(crate) fn wake_all(&self) {
+        // Orders the caller's store of the new head before the look at `nonempty`.
+        fence(Ordering::SeqCst);
         if !self.nonempty.swap(false, Ordering::SeqCst) {
             return;
         }
