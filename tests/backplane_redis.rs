@@ -246,3 +246,72 @@ async fn remote_messages_arrive_in_order_and_at_most_once_across_a_restart() {
         got.last()
     );
 }
+
+/// How many clients the Redis server has connected right now, not counting the connection
+/// that asks.
+async fn redis_clients(redis: &Redis) -> usize {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    list.lines().filter(|l| !l.trim().is_empty()).count() - 1
+}
+
+/// Polls the server's client count until it equals `want`; panics after `within`.
+async fn redis_clients_become(redis: &Redis, want: usize, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let now = redis_clients(redis).await;
+        if now == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redis has {now} clients, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_ends_the_tasks_and_closes_their_connections() {
+    let redis = Redis::start();
+    let baseline = redis_clients(&redis).await;
+    let bp = backplane(&redis, "t5");
+    let hub = Hub::new();
+    let node = Node::new(hub.clone(), bp.clone());
+    subscribed(&bp).await;
+    let (member, mut mail) = hub.register().unwrap();
+    member.join("r").unwrap();
+    node.broadcast_to("r", Message::text("hello"));
+    assert_eq!(common::next_in_mailbox(&mut mail).await, "hello");
+    // The publisher and the subscriber are connected.
+    redis_clients_become(&redis, baseline + 2, common::PATIENCE).await;
+
+    // The node's subscriber ends with the node, even while a clone of the backplane lives.
+    drop(node);
+    redis_clients_become(&redis, baseline + 1, Duration::from_secs(3)).await;
+    // The publisher ends with the last handle.
+    drop(bp);
+    redis_clients_become(&redis, baseline, Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_dropped_during_an_outage_stop_reconnecting() {
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let bp = backplane(&redis, "t6");
+    let node = Node::new(Hub::new(), bp.clone());
+    subscribed(&bp).await;
+    redis.kill();
+    // Both tasks are now reconnecting with backoff (at most 300 ms apart).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop((node, bp));
+    let redis = Redis::start_on(port);
+    // Several backoff periods: nobody may connect.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(redis_clients(&redis).await, 0);
+}

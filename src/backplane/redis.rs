@@ -81,19 +81,33 @@ struct Counters {
 
 /// Carries room broadcasts between nodes through Redis pub/sub. Cheap to clone: keep a clone
 /// to read [`RedisBackplane::stats`] after handing one to a [`Node`](super::Node).
+///
+/// It runs two tasks, each with its own Redis connection. The publisher lives as long as any
+/// clone of the backplane (a node holds one): once the last is dropped, it publishes what is
+/// already queued if it is connected (and drops it if it is not), then closes its connection.
+/// The subscriber started for a node ends, and closes its connection, when that node is
+/// dropped. Neither reconnects once it has nobody to serve.
 #[derive(Clone)]
 pub struct RedisBackplane {
-    client: redis::Client,
-    config: Arc<RedisConfig>,
+    shared: Arc<Shared>,
     out: mpsc::Sender<Envelope>,
-    counters: Arc<Counters>,
-    subscribed: Arc<watch::Sender<bool>>,
+    /// Dropped with the last clone: tells the publisher to stop (re)connecting.
+    _alive: Arc<watch::Sender<()>>,
+}
+
+/// What the tasks share with the handles. It holds no sender of the publish queue, so the
+/// tasks do not keep the backplane alive.
+struct Shared {
+    client: redis::Client,
+    config: RedisConfig,
+    counters: Counters,
+    subscribed: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for RedisBackplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackplane")
-            .field("config", &self.config)
+            .field("config", &self.shared.config)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -110,23 +124,28 @@ impl RedisBackplane {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| crate::Error::Backplane(e.to_string()))?;
         let (out, rx) = mpsc::channel(config.queue);
-        let backplane = RedisBackplane {
+        let (alive, alive_rx) = watch::channel(());
+        let shared = Arc::new(Shared {
             client,
-            config: Arc::new(config),
+            config,
+            counters: Counters::default(),
+            subscribed: watch::channel(false).0,
+        });
+        tokio::spawn(shared.clone().publish_loop(rx, alive_rx));
+        Ok(RedisBackplane {
+            shared,
             out,
-            counters: Arc::new(Counters::default()),
-            subscribed: Arc::new(watch::channel(false).0),
-        };
-        tokio::spawn(backplane.clone().publish_loop(rx));
-        Ok(backplane)
+            _alive: Arc::new(alive),
+        })
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> RedisStats {
+        let c = &self.shared.counters;
         RedisStats {
-            errors: self.counters.errors.load(Ordering::Relaxed),
-            lost: self.counters.lost.load(Ordering::Relaxed),
-            subscriptions: self.counters.subscriptions.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            lost: c.lost.load(Ordering::Relaxed),
+            subscriptions: c.subscriptions.load(Ordering::Relaxed),
         }
     }
 
@@ -136,10 +155,17 @@ impl RedisBackplane {
     ///
     /// Cancel safe.
     pub async fn wait_subscribed(&self) {
-        let mut rx = self.subscribed.subscribe();
+        let mut rx = self.shared.subscribed.subscribe();
         let _ = rx.wait_for(|s| *s).await;
     }
+}
 
+/// Resolves once every clone of the backplane is gone (nothing is ever sent on `alive`).
+async fn all_dropped(alive: &mut watch::Receiver<()>) {
+    while alive.changed().await.is_ok() {}
+}
+
+impl Shared {
     fn channel(&self, room: &str) -> String {
         format!("{}:{room}", self.config.prefix)
     }
@@ -149,15 +175,28 @@ impl RedisBackplane {
         tracing::warn!(error = %e, "redis backplane: {what}");
     }
 
-    async fn publish_loop(self, mut rx: mpsc::Receiver<Envelope>) {
+    /// Publishes the queue until every handle is gone. While connected it drains the queue,
+    /// which ends once the queue is empty and has no sender left; while connecting or waiting
+    /// to reconnect it stops as soon as the last handle is dropped.
+    async fn publish_loop(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Envelope>,
+        mut alive: watch::Receiver<()>,
+    ) {
         let mut backoff = Backoff::new(self.config.max_backoff);
         'connect: loop {
-            let mut conn = match self.client.get_multiplexed_async_connection().await {
+            let connected = tokio::select! {
+                c = self.client.get_multiplexed_async_connection() => c,
+                () = all_dropped(&mut alive) => break 'connect,
+            };
+            let mut conn = match connected {
                 Ok(conn) => conn,
                 Err(e) => {
                     self.error("connect (publisher) failed", &e);
-                    backoff.wait().await;
-                    continue;
+                    tokio::select! {
+                        () = backoff.wait() => continue 'connect,
+                        () = all_dropped(&mut alive) => break 'connect,
+                    }
                 }
             };
             backoff.reset();
@@ -170,15 +209,40 @@ impl RedisBackplane {
                 if let Err(e) = published {
                     self.counters.lost.fetch_add(1, Ordering::Relaxed);
                     self.error("publish failed; reconnecting", &e);
-                    backoff.wait().await;
-                    continue 'connect;
+                    drop(conn);
+                    tokio::select! {
+                        () = backoff.wait() => continue 'connect,
+                        () = all_dropped(&mut alive) => break 'connect,
+                    }
                 }
             }
-            return; // every sender is gone
+            return; // every handle is gone and the queue is empty
+        }
+        // Every handle is gone while disconnected: what is still queued will not be sent.
+        rx.close();
+        let mut dropped = 0u64;
+        while rx.try_recv().is_ok() {
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.counters.lost.fetch_add(dropped, Ordering::Relaxed);
+            tracing::warn!(
+                lost = dropped,
+                "redis backplane: dropped while disconnected; queued broadcasts not published"
+            );
         }
     }
 
-    async fn subscribe_loop(self, tx: mpsc::Sender<Envelope>) {
+    /// Delivers into `tx` until the node that owns its receiver is gone.
+    async fn subscribe_loop(self: Arc<Self>, tx: mpsc::Sender<Envelope>) {
+        tokio::select! {
+            () = self.subscribe_until_closed(&tx) => {}
+            () = tx.closed() => {}
+        }
+        self.subscribed.send_replace(false);
+    }
+
+    async fn subscribe_until_closed(&self, tx: &mpsc::Sender<Envelope>) {
         let pattern = format!("{}:*", self.config.prefix);
         let skip = self.config.prefix.len() + 1;
         let mut backoff = Backoff::new(self.config.max_backoff);
@@ -237,7 +301,7 @@ impl Backplane for RedisBackplane {
     }
 
     fn subscribe(&self, tx: mpsc::Sender<Envelope>) {
-        tokio::spawn(self.clone().subscribe_loop(tx));
+        tokio::spawn(self.shared.clone().subscribe_loop(tx));
     }
 }
 
