@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use wshub::backplane::{Node, RedisBackplane, RedisConfig};
+use wshub::backplane::{Backplane, Envelope, Node, Payload, RedisBackplane, RedisConfig};
 use wshub::{Hub, Message};
 
 /// A redis-server child process on 127.0.0.1, killed on drop.
@@ -314,4 +314,61 @@ async fn handles_dropped_during_an_outage_stop_reconnecting() {
     // Several backoff periods: nobody may connect.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(redis_clients(&redis).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_falls_behind_loses_and_counts_what_does_not_fit() {
+    let redis = Redis::start();
+    let (sender, receiver) = (backplane(&redis, "t7"), backplane(&redis, "t7"));
+    // A node that reads nothing: its inbound queue holds 4 envelopes.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    receiver.subscribe(tx);
+    subscribed(&receiver).await;
+    const SENT: u64 = 200;
+    for i in 0..SENT {
+        sender
+            .publish(Envelope {
+                origin: 1,
+                room: "r".into(),
+                payload: Payload::Text(i.to_string().into()),
+            })
+            .unwrap();
+    }
+    // Every envelope that did not fit was dropped and counted, none buffered elsewhere.
+    common::wait_for(|| receiver.stats().dropped == SENT - 4).await;
+    let mut got = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+        got.push(e.payload);
+    }
+    let first: Vec<_> = (0..4u64)
+        .map(|i| Payload::Text(i.to_string().into()))
+        .collect();
+    assert_eq!(got, first, "the oldest are kept, the newest dropped");
+    assert_eq!(receiver.stats().dropped, SENT - 4);
+
+    // Once the node catches up, delivery resumes.
+    sender
+        .publish(Envelope {
+            origin: 1,
+            room: "r".into(),
+            payload: Payload::Text("again".into()),
+        })
+        .unwrap();
+    let next = tokio::time::timeout(common::PATIENCE, rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(next.map(|e| e.payload), Some(Payload::Text("again".into())));
+    assert_eq!(receiver.stats().dropped, SENT - 4);
+
+    // What another writer puts on the channels is not an envelope: ignored, and counted too.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("t7:r")
+        .arg("not an envelope")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    common::wait_for(|| receiver.stats().malformed == 1).await;
+    assert!(rx.try_recv().is_err());
 }

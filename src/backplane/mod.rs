@@ -20,6 +20,13 @@
 //! nodes is at most once: a PUBLISH is never repeated and Redis pub/sub keeps no history, so
 //! nothing arrives twice; what other nodes miss during an outage they do not get later.
 //!
+//! # When a node falls behind
+//!
+//! Envelopes from other nodes wait in the node's bounded inbound queue (4 096) on their way to
+//! the local hub. The Redis backplane never waits for a full queue: it drops the envelope and
+//! counts it in `RedisStats::dropped`, so a slow node loses messages rather than buffering
+//! without bound.
+//!
 //! Every node subscribes to all rooms under its prefix (one `PSUBSCRIBE prefix:*`) and drops
 //! envelopes for rooms it has no members in: one subscription to restore after a reconnect,
 //! at the cost of receiving other rooms' traffic.
@@ -135,7 +142,10 @@ pub trait Backplane: Send + Sync + 'static {
     fn publish(&self, envelope: Envelope) -> Result<(), BackplaneError>;
 
     /// Starts delivering every node's envelopes into `tx`. A transport that reconnects keeps
-    /// delivering into the same `tx`.
+    /// delivering into the same `tx`, and stops once `tx` is closed (the node is gone).
+    ///
+    /// `tx` is bounded: when the node falls behind, a transport must not buffer without limit
+    /// in front of it, but drop what does not fit, and count it.
     fn subscribe(&self, tx: mpsc::Sender<Envelope>);
 }
 

@@ -70,6 +70,12 @@ pub struct RedisStats {
     pub lost: u64,
     /// Successful (re)subscriptions.
     pub subscriptions: u64,
+    /// Envelopes received from Redis and dropped because the node's inbound queue was full
+    /// (the node is not keeping up). See [`RedisBackplane`] for the policy.
+    pub dropped: u64,
+    /// Messages received from Redis that are not envelopes (another writer on the channel),
+    /// ignored.
+    pub malformed: u64,
 }
 
 #[derive(Default)]
@@ -77,6 +83,8 @@ struct Counters {
     errors: AtomicU64,
     lost: AtomicU64,
     subscriptions: AtomicU64,
+    dropped: AtomicU64,
+    malformed: AtomicU64,
 }
 
 /// Carries room broadcasts between nodes through Redis pub/sub. Cheap to clone: keep a clone
@@ -87,6 +95,15 @@ struct Counters {
 /// already queued if it is connected (and drops it if it is not), then closes its connection.
 /// The subscriber started for a node ends, and closes its connection, when that node is
 /// dropped. Neither reconnects once it has nobody to serve.
+///
+/// # A node that falls behind
+///
+/// The subscriber never waits for its node: it reads Redis as fast as messages arrive and
+/// hands each envelope to the node's bounded inbound queue (4 096 envelopes for a
+/// [`Node`](super::Node)). When that queue is full, the envelope is dropped and counted in
+/// [`RedisStats::dropped`] (newest dropped, oldest kept; a warning is logged when a run of
+/// drops begins). So a slow node costs a bounded amount of memory and loses messages, instead
+/// of buffering without limit in the Redis connection.
 #[derive(Clone)]
 pub struct RedisBackplane {
     shared: Arc<Shared>,
@@ -146,6 +163,8 @@ impl RedisBackplane {
             errors: c.errors.load(Ordering::Relaxed),
             lost: c.lost.load(Ordering::Relaxed),
             subscriptions: c.subscriptions.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            malformed: c.malformed.load(Ordering::Relaxed),
         }
     }
 
@@ -233,7 +252,8 @@ impl Shared {
         }
     }
 
-    /// Delivers into `tx` until the node that owns its receiver is gone.
+    /// Delivers into `tx` until the node that owns its receiver is gone. Never waits for the
+    /// node: an envelope that finds `tx` full is dropped and counted.
     async fn subscribe_loop(self: Arc<Self>, tx: mpsc::Sender<Envelope>) {
         tokio::select! {
             () = self.subscribe_until_closed(&tx) => {}
@@ -264,20 +284,32 @@ impl Shared {
             self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
             self.subscribed.send_replace(true);
             let mut stream = Box::pin(pubsub.into_on_message());
+            let mut dropping = false;
             while let Some(msg) = next(&mut stream).await {
-                let Some(room) = msg.get_channel_name().get(skip..) else {
-                    continue;
-                };
-                match Envelope::decode_body(room.into(), msg.get_payload_bytes()) {
-                    Some(envelope) => {
-                        if tx.send(envelope).await.is_err() {
-                            return; // the node is gone
-                        }
-                    }
-                    None => tracing::debug!(
+                let envelope = msg
+                    .get_channel_name()
+                    .get(skip..)
+                    .and_then(|room| Envelope::decode_body(room.into(), msg.get_payload_bytes()));
+                let Some(envelope) = envelope else {
+                    self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
                         channel = msg.get_channel_name(),
                         "ignored a malformed envelope"
-                    ),
+                    );
+                    continue;
+                };
+                match tx.try_send(envelope) {
+                    Ok(()) => dropping = false,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        if !dropping {
+                            dropping = true;
+                            tracing::warn!(
+                                "redis backplane: the node is not keeping up; dropping envelopes"
+                            );
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return, // the node is gone
                 }
             }
             self.subscribed.send_replace(false);
