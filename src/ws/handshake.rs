@@ -106,7 +106,12 @@ pub(crate) fn upgrade_response<B>(
                 .unwrap_or(false)
         })
     };
-    let key = headers.get(header::SEC_WEBSOCKET_KEY);
+    // Exactly one key (RFC 6455 4.1 sends it once), and a valid one.
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let key = match (keys.next(), keys.next()) {
+        (Some(key), None) if is_websocket_key(key.as_bytes()) => Some(key),
+        _ => None,
+    };
     let valid = req.method() == http::Method::GET
         && req.version() >= http::Version::HTTP_11
         && has_token(header::CONNECTION, "upgrade")
@@ -126,6 +131,18 @@ pub(crate) fn upgrade_response<B>(
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
         .body(())
         .map_err(|_| Refusal::BAD_UPGRADE)
+}
+
+/// `Sec-WebSocket-Key` is the base64 of exactly 16 bytes (RFC 6455 4.2.1): 22 characters of
+/// the standard alphabet and `==` padding. Like most servers (Go's `encoding/base64`, for
+/// one), this does not insist that the 4 bits the last character carries beyond the 16 bytes
+/// are zero.
+fn is_websocket_key(key: &[u8]) -> bool {
+    let is_base64 = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    match key.split_at_checked(22) {
+        Some((data, padding)) => data.iter().all(is_base64) && padding == b"==",
+        None => false,
+    }
 }
 
 #[cfg(test)]
@@ -177,6 +194,80 @@ mod tests {
         assert_eq!(
             tungstenite::handshake::derive_accept_key(b"duR0pUQxNgBJsRQKj2Jxsw=="),
             "a1y2oy1zvgHsVyHMx+hZ1AYrEHI="
+        );
+    }
+
+    fn upgrade_with_key(keys: &[&'static str]) -> http::Request<()> {
+        let mut req = http::Request::builder()
+            .uri("/")
+            .header(header::HOST, "localhost")
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_VERSION, "13");
+        for key in keys {
+            req = req.header(header::SEC_WEBSOCKET_KEY, *key);
+        }
+        req.body(()).unwrap()
+    }
+
+    #[test]
+    fn a_key_of_16_bytes_is_accepted() {
+        let config = Config::default();
+        for key in [
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            "duR0pUQxNgBJsRQKj2Jxsw==",
+            "AAAAAAAAAAAAAAAAAAAAAA==",
+            "/////////////////////w==",
+            "+/+/+/+/+/+/+/+/+/+/+w==",
+        ] {
+            let resp = upgrade_response(&config, &upgrade_with_key(&[key]))
+                .unwrap_or_else(|r| panic!("{key} refused: {r:?}"));
+            assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+            let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            assert_eq!(
+                resp.headers()[header::SEC_WEBSOCKET_ACCEPT],
+                accept.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_base64_of_16_bytes_gets_400() {
+        let config = Config::default();
+        for key in [
+            "",
+            "x",
+            "hello",
+            "dGhlIHNhbXBsZSBub25jZQ",       // 16 bytes, unpadded
+            "dGhlIHNhbXBsZSBub25jZQ=",      // 16 bytes, half the padding
+            "dGhlIHNhbXBsZSBub25j",         // 15 bytes
+            "dGhlIHNhbXBsZSBub25jZQo=",     // 17 bytes
+            "dGhlIHNhbXBsZSBub25jZQ==AAAA", // 16 bytes and more
+            "dGhlIHNhbXBsZSBub25jZ===",     // padding too early
+            "dGhlIHNhbXBsZSBub25jZ-==",     // URL-safe alphabet
+            "dGhlIHNhbXBsZSBub25jZ_==",
+            "dGhlIHNhbXBsZSBub25j ZQ==",  // whitespace inside
+            "dGhlIHNhbXBsZSBub25jZQ==\t", // not base64 after the padding
+            "ZGhlIHNhbXBsZSBub25jZQ==ZGhlIHNhbXBsZSBub25jZQ==",
+        ] {
+            assert_eq!(
+                upgrade_response(&config, &upgrade_with_key(&[key])).err(),
+                Some(Refusal::BAD_UPGRADE),
+                "{key:?} accepted"
+            );
+        }
+        // Missing, and sent twice.
+        assert_eq!(
+            upgrade_response(&config, &upgrade_with_key(&[])).err(),
+            Some(Refusal::BAD_UPGRADE)
+        );
+        assert_eq!(
+            upgrade_response(
+                &config,
+                &upgrade_with_key(&["dGhlIHNhbXBsZSBub25jZQ==", "duR0pUQxNgBJsRQKj2Jxsw=="])
+            )
+            .err(),
+            Some(Refusal::BAD_UPGRADE)
         );
     }
 }
