@@ -3,15 +3,20 @@
 
 mod common;
 
+use std::sync::{Arc, Barrier};
+
 use common::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderMap;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Error as WsError;
-use wshub::ws::{Config, OriginPolicy};
-use wshub::{CloseCode, HubConfig, Message};
+use tokio_tungstenite::WebSocketStream;
+use wshub::ws::{Config, ConnInfo, OriginPolicy, Server};
+use wshub::{CloseCode, Hub, HubConfig, Message};
 
 /// Dials and expects an HTTP refusal; returns its status and body.
 async fn refused(url: String, origin: Option<&'static str>) -> (u16, String) {
@@ -150,4 +155,89 @@ async fn client_initiated_close_is_answered_and_unregisters() {
     // The server echoes the close; the stream then ends.
     assert_eq!(close_code(&mut ws).await, None);
     wait_for(|| server.hub().client_count() == 0).await;
+}
+
+/// A valid upgrade request, as an HTTP server (hyper, axum) would hand it over.
+fn upgrade_request() -> tokio_tungstenite::tungstenite::http::Request<()> {
+    tokio_tungstenite::tungstenite::http::Request::builder()
+        .uri("/")
+        .header("host", "localhost")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn upgrade_response_takes_the_slot_before_the_101() {
+    let server = Server::new(Hub::new(), Config::default().max_connections(1), relay);
+    let (switching, admission) = server
+        .upgrade_response(&upgrade_request())
+        .expect("the first upgrade is admitted");
+    assert_eq!(switching.status(), 101);
+    assert_eq!(server.connection_count(), 1);
+    // The second is refused before any 101: the first holds the only slot.
+    let refusal = server
+        .upgrade_response(&upgrade_request())
+        .expect_err("the second upgrade is refused");
+    assert_eq!(refusal.status(), 503);
+    assert!(refusal.body().contains("too many"), "{}", refusal.body());
+
+    // The admitted connection is served in the slot it holds.
+    let (server_io, client_io) = tokio::io::duplex(4096);
+    let s = server.clone();
+    let info = ConnInfo::new(None, "/".parse().unwrap(), HeaderMap::new());
+    let served = tokio::spawn(async move { s.serve_upgraded(admission, server_io, info).await });
+    let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+    client.send(Message::text("hi")).await.unwrap();
+    let echoed = tokio::time::timeout(PATIENCE, client.next())
+        .await
+        .expect("no reply")
+        .expect("stream ended")
+        .expect("read error");
+    assert_eq!(echoed, Message::text("hi"));
+    assert_eq!(server.connection_count(), 1);
+    assert!(server.upgrade_response(&upgrade_request()).is_err());
+
+    // The slot frees when the connection ends, and when an admission is dropped unserved.
+    client.close(None).await.unwrap();
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(PATIENCE, client.next()).await {}
+    tokio::time::timeout(PATIENCE, served)
+        .await
+        .expect("serve_upgraded did not return")
+        .unwrap()
+        .expect("served");
+    assert_eq!(server.connection_count(), 0);
+    let (_, admission) = server.upgrade_response(&upgrade_request()).unwrap();
+    assert_eq!(server.connection_count(), 1);
+    drop(admission);
+    assert_eq!(server.connection_count(), 0);
+}
+
+#[test]
+fn concurrent_upgrade_responses_admit_no_more_than_the_limit() {
+    const THREADS: usize = 8;
+    let server = Server::new(Hub::new(), Config::default().max_connections(2), ignore);
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (server, barrier) = (server.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                server
+                    .upgrade_response(&upgrade_request())
+                    .map(|(_, admission)| admission)
+                    .map_err(|refusal| refusal.status().as_u16())
+            })
+        })
+        .collect();
+    // Every admission is kept until all threads are done.
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2);
+    assert!(results.iter().all(|r| matches!(r, Ok(_) | Err(503))));
+    assert_eq!(server.connection_count(), 2);
+    drop(results);
+    assert_eq!(server.connection_count(), 0);
 }

@@ -149,15 +149,20 @@ async fn route(
 
 /// Checks the upgrade with wshub, answers 101, and serves the upgraded connection.
 fn upgrade(ws: Server, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let switching = match ws.upgrade_response(&req) {
-        Ok(resp) => resp,
+    // The admission holds this connection's slot under the limit from before the 101 is sent
+    // until the connection ends (or until it is dropped, if the upgrade fails).
+    let (switching, admission) = match ws.upgrade_response(&req) {
+        Ok(pair) => pair,
         Err(refusal) => return refusal.map(|body| Full::new(Bytes::from(body))),
     };
     let info = ConnInfo::new(Some(peer), req.uri().clone(), req.headers().clone());
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                if let Err(e) = ws.serve_upgraded(TokioIo::new(upgraded), info).await {
+                if let Err(e) = ws
+                    .serve_upgraded(admission, TokioIo::new(upgraded), info)
+                    .await
+                {
                     tracing::debug!(%peer, error = %e, "websocket not served");
                 }
             }

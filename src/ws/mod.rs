@@ -60,7 +60,7 @@ use crate::hub::{ClientHandle, ClientId, CloseReason};
 
 pub use config::{Config, Heartbeat, OriginPolicy};
 pub use conn::End;
-pub use server::{listen, Server, ShutdownReport};
+pub use server::{listen, Admission, Server, ShutdownReport};
 
 /// A WebSocket client of a hub.
 pub type Client = ClientHandle<Message>;

@@ -40,6 +40,9 @@ struct Inner {
 /// [`Server::serve`] for a plain TCP listener, [`Server::serve_connection`] for any stream you
 /// accepted yourself (TLS, a Unix socket), or [`Server::upgrade_response`] and
 /// [`Server::serve_upgraded`] behind an HTTP server such as hyper or axum.
+///
+/// The connection limit ([`Config::max_connections`]) counts every connection from the moment
+/// it is admitted (before its handshake is answered) until it ends.
 #[derive(Clone)]
 pub struct Server {
     inner: Arc<Inner>,
@@ -56,6 +59,25 @@ impl std::fmt::Debug for Server {
 
 /// Counts one connection for as long as it lives.
 struct ActiveGuard(Arc<Inner>);
+
+/// A connection slot, taken by [`Server::upgrade_response`] before it answers
+/// `101 Switching Protocols`, and handed to [`Server::serve_upgraded`] with the upgraded
+/// stream.
+///
+/// It counts as a connection (toward [`Config::max_connections`], in
+/// [`Server::connection_count`], and for [`Server::shutdown`], which waits for it) until the
+/// connection it was taken for ends. Dropping it without serving (say, the HTTP upgrade
+/// failed) frees the slot.
+#[must_use = "dropping the admission frees the connection slot: pass it to `Server::serve_upgraded`"]
+pub struct Admission {
+    guard: ActiveGuard,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission").finish_non_exhaustive()
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -140,7 +162,7 @@ impl Server {
         &self.inner.config
     }
 
-    /// Connections handshaking or open right now.
+    /// Connections handshaking or open right now, counting every unserved [`Admission`].
     pub fn connection_count(&self) -> usize {
         self.inner.active.load(Ordering::Acquire)
     }
@@ -277,12 +299,17 @@ impl Server {
         self.drive(ws, info, guard).await
     }
 
-    /// Checks an upgrade request that reached your HTTP server and returns the
-    /// `101 Switching Protocols` response to send, or the refusal (404, 403, 503, or 400 for a
-    /// request that is not a WebSocket upgrade) with a plain-text body. After sending the 101,
-    /// hand the upgraded connection to [`Server::serve_upgraded`].
+    /// Checks an upgrade request that reached your HTTP server and takes a connection slot
+    /// for it: returns the `101 Switching Protocols` response to send and the [`Admission`]
+    /// that holds the slot, or the refusal (503 at the connection limit or during shutdown,
+    /// 404, 403, or 400 for a request that is not a valid WebSocket upgrade) with a
+    /// plain-text body. After sending the 101, hand the upgraded connection and the admission
+    /// to [`Server::serve_upgraded`].
     ///
-    /// See `examples/chat.rs` for a complete hyper server.
+    /// The slot is taken before the 101 is built, so a connection that was told 101 is never
+    /// turned away at the limit afterwards.
+    ///
+    /// See `examples/chat/app.rs` for a complete hyper server.
     ///
     /// # Errors
     ///
@@ -291,39 +318,44 @@ impl Server {
     pub fn upgrade_response<B>(
         &self,
         req: &http::Request<B>,
-    ) -> std::result::Result<http::Response<()>, http::Response<String>> {
+    ) -> std::result::Result<(http::Response<()>, Admission), http::Response<String>> {
         let refuse = |r: Refusal| r.response().map(Option::unwrap_or_default);
-        if self.inner.stopping.load(Ordering::Acquire) {
-            return Err(refuse(Refusal::SHUTTING_DOWN));
-        }
-        if self.connection_count() >= self.inner.config.get_max_connections() {
-            return Err(refuse(Refusal::TOO_MANY));
-        }
-        handshake::upgrade_response(&self.inner.config, req).map_err(refuse)
+        let guard = self.admit().map_err(refuse)?;
+        let switching = handshake::upgrade_response(&self.inner.config, req).map_err(refuse)?;
+        Ok((switching, Admission { guard }))
     }
 
-    /// Serves a connection whose HTTP upgrade already happened (the 101 response was sent),
-    /// such as hyper's `Upgraded` wrapped in `hyper_util::rt::TokioIo`.
+    /// Serves a connection whose HTTP upgrade already happened (the 101 from
+    /// [`Server::upgrade_response`] was sent), such as hyper's `Upgraded` wrapped in
+    /// `hyper_util::rt::TokioIo`, in the slot `admission` holds.
     ///
     /// # Errors
     ///
-    /// [`Error::Refused`] (503) if the server is at its connection limit or shutting down; the
-    /// stream is dropped.
-    pub async fn serve_upgraded<S>(&self, stream: S, info: ConnInfo) -> Result<Disconnect>
+    /// [`Error::Shutdown`] if the server shut down since the admission: the connection is
+    /// closed with 1001 (going away). [`Error::Refused`] (500) if `admission` was taken by
+    /// another `Server` (a bug in the caller); the stream is dropped.
+    pub async fn serve_upgraded<S>(
+        &self,
+        admission: Admission,
+        stream: S,
+        info: ConnInfo,
+    ) -> Result<Disconnect>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let guard = self.admit().map_err(|r| Error::Refused {
-            status: r.status.as_u16(),
-            reason: r.reason.to_string(),
-        })?;
+        if !Arc::ptr_eq(&admission.guard.0, &self.inner) {
+            return Err(Error::Refused {
+                status: 500,
+                reason: "the admission belongs to another server".to_string(),
+            });
+        }
         let ws = WebSocketStream::from_raw_socket(
             ControlQueue::new(stream),
             Role::Server,
             Some(self.inner.config.websocket_config()),
         )
         .await;
-        self.drive(ws, info, guard).await
+        self.drive(ws, info, admission.guard).await
     }
 
     async fn drive<S>(
@@ -364,6 +396,8 @@ impl Server {
     /// Shuts down gracefully: stops accepting, lets every connection write what its mailbox
     /// already holds and close with 1001 (going away), and waits up to `grace` for them.
     /// Connections still open after `grace` have their queues discarded (counted as dropped).
+    /// An [`Admission`] not yet served counts as an open connection until it is served (and
+    /// then closes with 1001) or dropped.
     ///
     /// # Cancel safety
     ///
