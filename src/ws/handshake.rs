@@ -134,13 +134,18 @@ pub(crate) fn upgrade_response<B>(
 }
 
 /// `Sec-WebSocket-Key` is the base64 of exactly 16 bytes (RFC 6455 4.2.1): 22 characters of
-/// the standard alphabet and `==` padding. Like most servers (Go's `encoding/base64`, for
-/// one), this does not insist that the 4 bits the last character carries beyond the 16 bytes
-/// are zero.
+/// the standard alphabet and `==` padding, in canonical form (the 4 bits the last character
+/// carries beyond the 16 bytes are zero), as tungstenite checks it on the
+/// `Server::serve_connection` path: both ways in accept the same keys.
 fn is_websocket_key(key: &[u8]) -> bool {
     let is_base64 = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
     match key.split_at_checked(22) {
-        Some((data, padding)) => data.iter().all(is_base64) && padding == b"==",
+        Some((data, padding)) => {
+            data.iter().all(is_base64)
+                // The last character's value is a multiple of 16: A, Q, g or w.
+                && matches!(data.last(), Some(b'A' | b'Q' | b'g' | b'w'))
+                && padding == b"=="
+        }
         None => false,
     }
 }
@@ -246,6 +251,8 @@ mod tests {
             "dGhlIHNhbXBsZSBub25jZ===",     // padding too early
             "dGhlIHNhbXBsZSBub25jZ-==",     // URL-safe alphabet
             "dGhlIHNhbXBsZSBub25jZ_==",
+            "dGhlIHNhbXBsZSBub25jZR==", // stray bits after the 16 bytes
+            "/////////////////////x==",
             "dGhlIHNhbXBsZSBub25j ZQ==",  // whitespace inside
             "dGhlIHNhbXBsZSBub25jZQ==\t", // not base64 after the padding
             "ZGhlIHNhbXBsZSBub25jZQ==ZGhlIHNhbXBsZSBub25jZQ==",
