@@ -80,7 +80,7 @@ pub(crate) struct State<M> {
     /// Every member on the log has a cursor at least this high (Disconnect / DropNewest scan).
     scanned_to: u64,
     /// The trim checkpoint: `Inner::pending` readers have a cursor below it.
-    pub(crate) mark: u64,
+    mark: u64,
     /// `pending` reached 0 during this write-locked operation: trim before unlocking.
     trim_due: bool,
 }

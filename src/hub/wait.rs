@@ -154,6 +154,27 @@ mod loom_model {
         head.load(Ordering::SeqCst) > cursor
     }
 
+    /// A waker and the flag it sets when woken.
+    fn flag_waker() -> (Arc<Flag>, Waker) {
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        (flag.clone(), Waker::from(flag))
+    }
+
+    /// A publisher thread: for each of `heads`, stores it as the head and wakes the list.
+    fn publisher(
+        list: &Arc<WaitList<Slot>>,
+        head: &Arc<AtomicU64>,
+        heads: &'static [u64],
+    ) -> loom::thread::JoinHandle<()> {
+        let (list, head) = (list.clone(), head.clone());
+        loom::thread::spawn(move || {
+            for &h in heads {
+                head.store(h, Ordering::SeqCst);
+                list.wake_all();
+            }
+        })
+    }
+
     fn new_slot() -> Arc<Slot> {
         Arc::new(Slot {
             pos: AtomicUsize::new(NOT_PARKED),
@@ -169,18 +190,8 @@ mod loom_model {
             let list = Arc::new(WaitList::<Slot>::default());
             let head = Arc::new(AtomicU64::new(0));
             let slot = new_slot();
-            let flag = Arc::new(Flag(AtomicBool::new(false)));
-            let waker = Waker::from(flag.clone());
-
-            let publisher = {
-                let (list, head) = (list.clone(), head.clone());
-                loom::thread::spawn(move || {
-                    for h in 1..=2 {
-                        head.store(h, Ordering::SeqCst);
-                        list.wake_all();
-                    }
-                })
-            };
+            let (flag, waker) = flag_waker();
+            let publisher = publisher(&list, &head, &[1, 2]);
             // Polled twice at cursor 0: the second poll must not register twice.
             let ready =
                 poll(&list, &slot, &head, 0, &waker) || poll(&list, &slot, &head, 0, &waker);
@@ -197,23 +208,12 @@ mod loom_model {
             let list = Arc::new(WaitList::<Slot>::default());
             let head = Arc::new(AtomicU64::new(0));
             let slot = new_slot();
-            let flag = Arc::new(Flag(AtomicBool::new(false)));
-            let waker = Waker::from(flag.clone());
+            let (_, waker) = flag_waker();
             assert!(!poll(&list, &slot, &head, 0, &waker));
-
-            let publisher = {
-                let (list, head) = (list.clone(), head.clone());
-                loom::thread::spawn(move || {
-                    head.store(1, Ordering::SeqCst);
-                    list.wake_all();
-                    head.store(2, Ordering::SeqCst);
-                    list.wake_all();
-                })
-            };
+            let publisher = publisher(&list, &head, &[1, 2]);
             // The receiver read up to 1 (if it was there) and parks again.
             let cursor = head.load(Ordering::SeqCst).min(1);
-            let flag2 = Arc::new(Flag(AtomicBool::new(false)));
-            let waker2 = Waker::from(flag2.clone());
+            let (flag2, waker2) = flag_waker();
             let ready = poll(&list, &slot, &head, cursor, &waker2);
             publisher.join().unwrap();
             let final_head = head.load(Ordering::SeqCst);
@@ -232,18 +232,10 @@ mod loom_model {
             let list = Arc::new(WaitList::<Slot>::default());
             let head = Arc::new(AtomicU64::new(0));
             let (a, b) = (new_slot(), new_slot());
-            let fa = Arc::new(Flag(AtomicBool::new(false)));
-            let fb = Arc::new(Flag(AtomicBool::new(false)));
-            assert!(!poll(&list, &a, &head, 0, &Waker::from(fa.clone())));
-            assert!(!poll(&list, &b, &head, 0, &Waker::from(fb.clone())));
-
-            let publisher = {
-                let (list, head) = (list.clone(), head.clone());
-                loom::thread::spawn(move || {
-                    head.store(1, Ordering::SeqCst);
-                    list.wake_all();
-                })
-            };
+            let ((_, wa), (fb, wb)) = (flag_waker(), flag_waker());
+            assert!(!poll(&list, &a, &head, 0, &wa));
+            assert!(!poll(&list, &b, &head, 0, &wb));
+            let publisher = publisher(&list, &head, &[1]);
             list.remove(&a);
             publisher.join().unwrap();
             assert!(fb.0.load(Ordering::SeqCst), "b was not woken");

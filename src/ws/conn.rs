@@ -555,7 +555,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         // A close we sent is complete once flushed if we may not read the peer's reply.
         if !self.can_read
-            && self.data_unflushed.eq(&false)
+            && !self.data_unflushed
             && matches!(self.phase, Phase::Closing { frame: None, .. })
             && !self.needs_flush
         {
