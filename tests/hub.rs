@@ -69,6 +69,32 @@ fn drop_oldest_keeps_the_most_recent() {
 }
 
 #[test]
+fn shutdown_counts_what_a_lagging_client_had_already_lost() {
+    // A lagging client's loss is settled when it next reads, or when it leaves the log: a
+    // shutdown before it reads again must count it too. (Found by the threaded stress: the
+    // gap of clients lagging at shutdown was never counted.)
+    for policy in [OverflowPolicy::DropOldest, OverflowPolicy::DropNewest] {
+        let hub = hub_with(3, policy);
+        let (_c, mut mail) = hub.register().unwrap();
+        for i in 0..10 {
+            hub.broadcast(i);
+        }
+        hub.shutdown();
+        let kept = match policy {
+            OverflowPolicy::DropOldest => vec![7, 8, 9],
+            _ => vec![0, 1, 2],
+        };
+        assert_eq!(drain(&mut mail), kept, "{policy:?}");
+        let stats = hub.stats();
+        assert_eq!(
+            (stats.sent, stats.delivered, stats.dropped),
+            (10, 3, 7),
+            "{policy:?}"
+        );
+    }
+}
+
+#[test]
 fn disconnect_evicts_only_the_full_client_and_counts_its_queue() {
     let hub = hub_with(2, OverflowPolicy::Disconnect);
     let (_fast, mut fast_mail) = hub.register().unwrap();

@@ -197,11 +197,7 @@ fn disconnect_policy_under_threads() {
     }
 }
 
-// Under DropOldest and DropNewest, with hub-wide and room traffic to the same clients, these
-// runs still find `sent` ahead of `delivered + dropped` by about 0.5 % (each channel alone
-// passes). A known open defect of issue #8, kept here so it is fixed rather than forgotten.
 #[test]
-#[ignore = "issue #8: count drift under DropOldest/DropNewest with hub + room traffic (open)"]
 fn drop_oldest_policy_under_threads() {
     for seed in 1..=4 {
         run(
@@ -214,7 +210,6 @@ fn drop_oldest_policy_under_threads() {
 }
 
 #[test]
-#[ignore = "issue #8: count drift under DropOldest/DropNewest with hub + room traffic (open)"]
 fn drop_newest_policy_under_threads() {
     for seed in 1..=4 {
         run(

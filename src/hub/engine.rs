@@ -574,8 +574,11 @@ impl<M: Clone> Inner<M> {
             return;
         }
         // Each member keeps what it has not read yet, privately; the log is no longer needed.
-        self.detach_all(&mut st, CloseReason::Shutdown, true);
+        // What a lagging member had already lost (DropOldest's gap, DropNewest's skips) is
+        // settled here.
+        let lost = self.detach_all(&mut st, CloseReason::Shutdown, true);
         drop(st);
+        Counters::add(&self.counters.dropped, lost);
         self.waiters.wake_all();
     }
 
