@@ -46,7 +46,7 @@ else
   cargo test --all-features --lib --bins --tests --examples
 fi
 
-step "loom models of the hub's park/wake protocol (src/hub/wait.rs)"
+step "loom models of the hub: park/wake (src/hub/wait.rs), cursors, shutdown, rejoin (src/hub/loom_model.rs)"
 # Its own cfg name and target dir: tokio compiles its networking out under `cfg(loom)`, and
 # the flag would otherwise rebuild everything in the main target dir.
 RUSTFLAGS="--cfg wshub_loom" CARGO_TARGET_DIR=target/loom cargo test --lib --release loom_model

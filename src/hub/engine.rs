@@ -33,8 +33,8 @@
 //! count a gap of entries it can no longer see, minus those that were never meant for it).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 
 use tokio::sync::Notify;
 
@@ -43,6 +43,9 @@ use super::members::Members;
 use super::wait::WaitList;
 use super::{ClientId, CloseReason, HubConfig, OverflowPolicy};
 use crate::error::{Error, Result};
+use crate::sync::{
+    lock, AtomicBool, AtomicU64, AtomicUsize, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 /// Hub-wide counters.
 #[derive(Debug, Default)]
@@ -59,12 +62,6 @@ impl Counters {
             counter.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
-}
-
-/// Locks a slot's state. Every critical section on it is a few container operations that
-/// cannot panic halfway, so a poisoned lock still guards consistent data.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 pub(crate) struct Entry<M> {
@@ -255,10 +252,14 @@ impl<M: Clone> Inner<M> {
     /// Takes `slot` off the log: its unread entries move to its private queue (`keep`) or are
     /// discarded (returned count), and it is closed with `reason` unless already closed.
     fn detach(&self, st: &State<M>, slot: &Slot<M>, reason: CloseReason, keep: bool) -> usize {
+        // The cursor leaves the log under the slot lock, in one step with the copy below: a
+        // receiver holding only that lock (taking direct sends) then sees either the cursor
+        // on the log, or DETACHED with the unread entries already in its private queue, never
+        // DETACHED with them missing (a direct send would overtake them; found by loom).
+        let mut ss = lock(&slot.state);
         let cursor = slot.cursor.swap(DETACHED, Ordering::AcqRel);
         // Whatever the log no longer holds for it is lost, kept or not.
         let mut discarded = self.lost(st, slot, cursor);
-        let mut ss = lock(&slot.state);
         if cursor != DETACHED {
             for (seq, e) in st.entries_from(cursor) {
                 if e.except == Some(slot.id) {

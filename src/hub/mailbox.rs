@@ -3,14 +3,15 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use super::engine::{Counters, Inner, State};
 use super::rooms::Memberships;
 use super::wait::{Parkable, NOT_PARKED};
 use super::ClientId;
+use crate::sync::{lock, AtomicBool, AtomicU64, AtomicUsize, Mutex};
 
 /// The cursor of a client that no longer reads the log (unregistered, evicted, shut down).
 pub(crate) const DETACHED: u64 = u64::MAX;
@@ -82,12 +83,12 @@ pub(crate) struct Slot<M> {
     pub(crate) except_total: AtomicU64,
     pub(crate) except_seen: AtomicU64,
     /// Position in the log's waiter list, or `NOT_PARKED`.
-    pos: crate::sync::AtomicUsize,
+    pos: AtomicUsize,
     pub(crate) state: Mutex<SlotState<M>>,
 }
 
 impl<M> Parkable for Slot<M> {
-    fn pos(&self) -> &crate::sync::AtomicUsize {
+    fn pos(&self) -> &AtomicUsize {
         &self.pos
     }
 
@@ -99,21 +100,12 @@ impl<M> Parkable for Slot<M> {
 impl<M> Slot<M> {
     /// True once the client has left the hub (unregistered, evicted, shut down).
     pub(crate) fn is_closed(&self) -> bool {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .closed
-            .is_some()
+        lock(&self.state).closed.is_some()
     }
 
     /// Wakes the receiver, if parked (it has something new to look at, such as a room).
     pub(crate) fn wake(&self) {
-        let waker = self
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .waker
-            .take();
+        let waker = lock(&self.state).waker.take();
         if let Some(w) = waker {
             w.wake();
         }
@@ -128,7 +120,7 @@ impl<M> Slot<M> {
             skip_from: AtomicU64::new(0),
             except_total: AtomicU64::new(0),
             except_seen: AtomicU64::new(0),
-            pos: crate::sync::AtomicUsize::new(NOT_PARKED),
+            pos: AtomicUsize::new(NOT_PARKED),
             state: Mutex::new(SlotState {
                 private: VecDeque::new(),
                 waker: None,
@@ -346,11 +338,7 @@ impl<M: Clone> Mailbox<M> {
                 // broadcast took the write lock), so skipping the slot lock loses no order.
                 return Poll::Ready(Ok(buf.len() - before));
             }
-            let mut ss = self
-                .slot
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut ss = lock(&self.slot.state);
             if !ss.private.is_empty() {
                 // A direct send must not overtake a broadcast made before it: if the log moved
                 // on since we looked, read it first (under the lock, for a consistent merge).

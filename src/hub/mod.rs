@@ -154,6 +154,9 @@ mod members;
 mod rooms;
 mod wait;
 
+#[cfg(all(test, wshub_loom))]
+mod loom_model;
+
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;

@@ -6,7 +6,7 @@
 //! and every room's, so it still has one mailbox and one writer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
@@ -14,6 +14,7 @@ use super::engine::{Counters, Inner};
 use super::mailbox::Mailbox;
 use super::{ClientId, HubConfig};
 use crate::error::{Error, Result};
+use crate::sync::{lock, Mutex, MutexGuard};
 
 /// A join or a leave, for applications that show presence (member lists, "N online").
 ///
@@ -74,7 +75,7 @@ impl<M: Clone> RoomTable<M> {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Inner<M>>>> {
-        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.rooms)
     }
 
     pub(crate) fn get(&self, room: &str) -> Option<Arc<Inner<M>>> {
@@ -175,7 +176,7 @@ impl<M: Clone> Memberships<M> {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Vec<RoomSub<M>>> {
-        self.subs.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.subs)
     }
 
     /// Joins `room`; false if already a member. `closed` tells whether the client has left
