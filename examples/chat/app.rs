@@ -156,8 +156,10 @@ fn upgrade(ws: Server, peer: SocketAddr, req: Request<Incoming>) -> Response<Ful
         Err(refusal) => return refusal.map(|body| Full::new(Bytes::from(body))),
     };
     let info = ConnInfo::new(Some(peer), req.uri().clone(), req.headers().clone());
+    // The task lives as long as the connection: give it the upgrade handle, not the request.
+    let upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
-        match hyper::upgrade::on(req).await {
+        match upgrade.await {
             Ok(upgraded) => {
                 if let Err(e) = ws
                     .serve_upgraded(admission, TokioIo::new(upgraded), info)

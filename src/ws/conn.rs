@@ -172,6 +172,18 @@ fn deadline(t: Instant, d: Duration) -> Option<Instant> {
     t.checked_add(d)
 }
 
+/// The driver is the connection's future, and nothing more: a task serving a connection holds
+/// this struct and no copy of it (an `async fn` wrapper would keep a second one).
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
+    type Output = Disconnect;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Disconnect> {
+        let this = self.get_mut();
+        let end = std::task::ready!(this.poll_once(cx));
+        Poll::Ready(this.finish(end))
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     pub(crate) fn new(
         mut ws: WebSocketStream<ControlQueue<S>>,
@@ -212,21 +224,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             .unwrap_or(now + Duration::from_secs(3600));
         driver.timer.as_mut().reset(first);
         driver.timer_at = first;
+        tracing::debug!(client = %id, "connection open");
         driver
     }
 
-    /// Runs the connection to its end.
-    pub(crate) async fn run(mut self) -> Disconnect {
-        if let Some(client) = &self.client {
-            tracing::debug!(client = %client.id(), "connection open");
-        }
-        let end = std::future::poll_fn(|cx| self.poll_once(cx)).await;
-        self.finish(end)
-    }
-
-    fn finish(mut self, end: End) -> Disconnect {
+    /// Ends the connection: unregisters the client (if a close did not already) and tells the
+    /// handler.
+    fn finish(&mut self, end: End) -> Disconnect {
         self.result.end = end;
-        // Unregister now if a close did not already.
         self.client = None;
         let d = self.result.clone();
         tracing::debug!(client = %d.client, end = ?d.end, peer_code = ?d.peer_code,

@@ -1,11 +1,15 @@
 //! Accepting connections: the TCP accept loop, the handshake with its checks, the connection
 //! limit and graceful shutdown.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
@@ -277,6 +281,9 @@ impl Server {
             callback,
             Some(config.websocket_config()),
         );
+        // Boxed: the handshake's state is large and short-lived; inline, this future (held for
+        // the connection's whole life) would keep room for it.
+        let handshake = Box::pin(handshake);
         let ws = match tokio::time::timeout(config.get_handshake_timeout(), handshake).await {
             Err(_) => return Err(Error::HandshakeTimeout),
             Ok(Err(e)) => {
@@ -358,39 +365,43 @@ impl Server {
         self.drive(ws, info, admission.guard).await
     }
 
-    async fn drive<S>(
+    /// Registers the connection and returns the future that runs it to its end. Built before
+    /// anything is awaited, so the connection's task holds the driver once (an `async fn`
+    /// would also keep its arguments and a moved-from copy of the driver: 2 KB more per
+    /// connection, measured).
+    fn drive<S>(
         &self,
-        mut ws: WebSocketStream<ControlQueue<S>>,
+        ws: WebSocketStream<ControlQueue<S>>,
         info: ConnInfo,
-        _guard: ActiveGuard,
-    ) -> Result<Disconnect>
+        guard: ActiveGuard,
+    ) -> Serving<S>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let (client, mailbox) = match self.inner.hub.register() {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Shut down between handshake and registration: say goodbye properly.
-                let _ = ws
-                    .close(Some(CloseFrame {
-                        code: CloseCode::Away,
-                        reason: "server shutting down".into(),
-                    }))
-                    .await;
-                return Err(e);
+        match self.inner.hub.register() {
+            Ok((client, mailbox)) => {
+                self.inner.handler.on_connect(&client, &info);
+                let driver = Driver::new(
+                    ws,
+                    client,
+                    mailbox,
+                    self.inner.handler.clone(),
+                    self.inner.config.get_heartbeat(),
+                    self.inner.config.get_write_buffer_size(),
+                );
+                Serving::Open {
+                    driver,
+                    _guard: guard,
+                }
             }
-        };
-        self.inner.handler.on_connect(&client, &info);
-        drop(info);
-        let driver = Driver::new(
-            ws,
-            client,
-            mailbox,
-            self.inner.handler.clone(),
-            self.inner.config.get_heartbeat(),
-            self.inner.config.get_write_buffer_size(),
-        );
-        Ok(driver.run().await)
+            // Shut down between handshake and registration: say goodbye properly.
+            Err(e) => Serving::Refused {
+                ws: Box::new(ws),
+                close_sent: false,
+                error: Some(e),
+                _guard: guard,
+            },
+        }
     }
 
     /// Shuts down gracefully: stops accepting, lets every connection write what its mailbox
@@ -425,5 +436,52 @@ impl Server {
 
     async fn wait_drained(&self) {
         crate::util::wait_until(&self.inner.drained, || self.connection_count() == 0).await;
+    }
+}
+
+/// One connection from registration to its end: the future [`Server::drive`] returns.
+// The large variant is the one that lives: boxing it would add an allocation per connection.
+#[allow(clippy::large_enum_variant)]
+enum Serving<S> {
+    /// Registered: the driver runs it.
+    Open {
+        driver: Driver<S>,
+        _guard: ActiveGuard,
+    },
+    /// The hub refused it (shut down): a close with 1001, then the error.
+    Refused {
+        ws: Box<WebSocketStream<ControlQueue<S>>>,
+        close_sent: bool,
+        error: Option<Error>,
+        _guard: ActiveGuard,
+    },
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Serving<S> {
+    type Output = Result<Disconnect>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Serving::Open { driver, .. } => Pin::new(driver).poll(cx).map(Ok),
+            Serving::Refused {
+                ws,
+                close_sent,
+                error,
+                ..
+            } => {
+                // A failed goodbye changes nothing: the connection is refused either way.
+                if !*close_sent {
+                    if let Ok(()) = ready!(Pin::new(&mut **ws).poll_ready(cx)) {
+                        let _ = Pin::new(&mut **ws).start_send(Message::Close(Some(CloseFrame {
+                            code: CloseCode::Away,
+                            reason: "server shutting down".into(),
+                        })));
+                    }
+                    *close_sent = true;
+                }
+                let _ = ready!(Pin::new(&mut **ws).poll_close(cx));
+                Poll::Ready(Err(error.take().unwrap_or(Error::Shutdown)))
+            }
+        }
     }
 }
