@@ -18,7 +18,7 @@ use tungstenite::Message;
 
 use super::config::Config;
 use super::conn::{ControlQueue, Driver};
-use super::handshake::{self, Refusal};
+use super::handshake::{self, PathCheck, Refusal};
 use super::{ConnInfo, Disconnect, Handler};
 use crate::error::{Error, Result};
 use crate::hub::Hub;
@@ -319,9 +319,22 @@ impl Server {
         &self,
         req: &http::Request<B>,
     ) -> std::result::Result<(http::Response<()>, Admission), http::Response<String>> {
+        self.upgrade_response_with(req, PathCheck::Config)
+    }
+
+    /// [`Server::upgrade_response`], with the path check on or off: the one place an upgrade
+    /// that reached an HTTP server is checked, admitted and answered (`ws::axum` routes its
+    /// upgrades here with [`PathCheck::Routed`]).
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn upgrade_response_with<B>(
+        &self,
+        req: &http::Request<B>,
+        path: PathCheck,
+    ) -> std::result::Result<(http::Response<()>, Admission), http::Response<String>> {
         let refuse = |r: Refusal| r.response().map(Option::unwrap_or_default);
         let guard = self.admit().map_err(refuse)?;
-        let switching = handshake::upgrade_response(&self.inner.config, req).map_err(refuse)?;
+        let switching =
+            handshake::upgrade_response(&self.inner.config, req, path).map_err(refuse)?;
         Ok((switching, Admission { guard }))
     }
 
