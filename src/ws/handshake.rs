@@ -33,6 +33,18 @@ impl Refusal {
         status: StatusCode::BAD_REQUEST,
         reason: "not a valid WebSocket upgrade request",
     };
+    /// The request reached an axum route on an HTTP connection hyper cannot upgrade.
+    #[cfg(feature = "axum")]
+    pub(crate) const NOT_UPGRADABLE: Refusal = Refusal {
+        status: StatusCode::UPGRADE_REQUIRED,
+        reason: "this HTTP connection cannot be upgraded",
+    };
+    /// An axum upgrade answered outside a tokio runtime: nothing could serve it.
+    #[cfg(feature = "axum")]
+    pub(crate) const NO_RUNTIME: Refusal = Refusal {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        reason: "no tokio runtime to serve the connection on",
+    };
 
     /// The HTTP response carrying this refusal, with a plain-text body.
     pub(crate) fn response(&self) -> Response<Option<String>> {
@@ -53,6 +65,7 @@ pub(crate) enum PathCheck {
     Config,
     /// A router already chose this route (axum, which strips the prefix of a nested router
     /// before the handler sees the URI): the path is not looked at.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     Routed,
 }
 

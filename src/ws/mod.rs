@@ -44,6 +44,9 @@
 //! # }
 //! ```
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 mod config;
 mod conn;
 mod frame;
