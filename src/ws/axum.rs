@@ -28,7 +28,7 @@
 //!     client.hub().broadcast(msg);
 //!     Ok(())
 //! });
-//! let app = Router::new().route("/ws", wshub::ws::axum::route(server.clone()));
+//! let app = Router::new().route("/ws", wshub::ws::axum::route(server));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }

@@ -39,7 +39,8 @@ struct Inner {
 /// Cheap to clone; clones share the connection count and the shutdown state. Use
 /// [`Server::serve`] for a plain TCP listener, [`Server::serve_connection`] for any stream you
 /// accepted yourself (TLS, a Unix socket), or [`Server::upgrade_response`] and
-/// [`Server::serve_upgraded`] behind an HTTP server such as hyper or axum.
+/// [`Server::serve_upgraded`] behind an HTTP server such as hyper. On axum, the `axum`
+/// feature's `ws::axum::route` and `ws::axum::WsUpgrade` do both steps for you.
 ///
 /// The connection limit ([`Config::max_connections`]) counts every connection from the moment
 /// it is admitted (before its handshake is answered) until it ends.
