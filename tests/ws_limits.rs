@@ -13,30 +13,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 use wshub::ws::{Config, ConnInfo, OriginPolicy, Server};
 use wshub::{CloseCode, Hub, HubConfig, Message};
-
-/// Dials and expects an HTTP refusal; returns its status and body.
-async fn refused(url: String, origin: Option<&'static str>) -> (u16, String) {
-    let mut req = url.into_client_request().unwrap();
-    if let Some(o) = origin {
-        req.headers_mut()
-            .insert("origin", HeaderValue::from_static(o));
-    }
-    match tokio_tungstenite::connect_async(req).await {
-        Err(WsError::Http(resp)) => {
-            let body = resp
-                .body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned());
-            (resp.status().as_u16(), body.unwrap_or_default())
-        }
-        Err(e) => panic!("expected an HTTP refusal, got {e}"),
-        Ok(_) => panic!("expected an HTTP refusal, got a connection"),
-    }
-}
 
 #[tokio::test]
 async fn wrong_path_gets_404_with_a_readable_body() {

@@ -187,6 +187,9 @@ impl Config {
     /// Accept upgrades only on this path (the query string is ignored); any other path gets
     /// HTTP 404 with a readable body. The default accepts every path.
     ///
+    /// Upgrades through `ws::axum` (feature `axum`) skip this check: the router already
+    /// chose the route, and a nested router sees the path without its prefix.
+    ///
     /// # Panics
     ///
     /// Panics if `path` does not start with `/`.

@@ -33,6 +33,18 @@ impl Refusal {
         status: StatusCode::BAD_REQUEST,
         reason: "not a valid WebSocket upgrade request",
     };
+    /// The request reached an axum route on an HTTP connection hyper cannot upgrade.
+    #[cfg(feature = "axum")]
+    pub(crate) const NOT_UPGRADABLE: Refusal = Refusal {
+        status: StatusCode::UPGRADE_REQUIRED,
+        reason: "this HTTP connection cannot be upgraded",
+    };
+    /// An axum upgrade answered outside a tokio runtime: nothing could serve it.
+    #[cfg(feature = "axum")]
+    pub(crate) const NO_RUNTIME: Refusal = Refusal {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        reason: "no tokio runtime to serve the connection on",
+    };
 
     /// The HTTP response carrying this refusal, with a plain-text body.
     pub(crate) fn response(&self) -> Response<Option<String>> {
@@ -46,17 +58,35 @@ impl Refusal {
     }
 }
 
+/// Whether an upgrade's path is compared with [`Config::path`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PathCheck {
+    /// A path other than the configured one gets 404.
+    Config,
+    /// A router already chose this route (axum, which strips the prefix of a nested router
+    /// before the handler sees the URI): the path is not looked at.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    Routed,
+}
+
 /// Path and origin checks from the configuration.
 pub(crate) fn check_request(
     config: &Config,
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<(), Refusal> {
-    if let Some(path) = config.get_path() {
-        if uri.path() != path {
-            return Err(Refusal::NOT_FOUND);
-        }
+    check_path(config, uri)?;
+    check_origin(config, headers)
+}
+
+fn check_path(config: &Config, uri: &Uri) -> Result<(), Refusal> {
+    match config.get_path() {
+        Some(path) if uri.path() != path => Err(Refusal::NOT_FOUND),
+        _ => Ok(()),
     }
+}
+
+fn check_origin(config: &Config, headers: &HeaderMap) -> Result<(), Refusal> {
     if !origin_allowed(config.get_origin(), headers) {
         return Err(Refusal::FORBIDDEN_ORIGIN);
     }
@@ -92,12 +122,16 @@ fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
 }
 
 /// Checks an upgrade request that arrived through an HTTP server (hyper, axum, …) and builds
-/// the `101 Switching Protocols` response for it.
+/// the `101 Switching Protocols` response for it; `path` says whether the path is checked.
 pub(crate) fn upgrade_response<B>(
     config: &Config,
     req: &http::Request<B>,
+    path: PathCheck,
 ) -> Result<Response<()>, Refusal> {
-    check_request(config, req.uri(), req.headers())?;
+    if path == PathCheck::Config {
+        check_path(config, req.uri())?;
+    }
+    check_origin(config, req.headers())?;
     let headers = req.headers();
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
@@ -225,7 +259,7 @@ mod tests {
             "/////////////////////w==",
             "+/+/+/+/+/+/+/+/+/+/+w==",
         ] {
-            let resp = upgrade_response(&config, &upgrade_with_key(&[key]))
+            let resp = upgrade_response(&config, &upgrade_with_key(&[key]), PathCheck::Config)
                 .unwrap_or_else(|r| panic!("{key} refused: {r:?}"));
             assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
             let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
@@ -258,23 +292,46 @@ mod tests {
             "ZGhlIHNhbXBsZSBub25jZQ==ZGhlIHNhbXBsZSBub25jZQ==",
         ] {
             assert_eq!(
-                upgrade_response(&config, &upgrade_with_key(&[key])).err(),
+                upgrade_response(&config, &upgrade_with_key(&[key]), PathCheck::Config).err(),
                 Some(Refusal::BAD_UPGRADE),
                 "{key:?} accepted"
             );
         }
         // Missing, and sent twice.
         assert_eq!(
-            upgrade_response(&config, &upgrade_with_key(&[])).err(),
+            upgrade_response(&config, &upgrade_with_key(&[]), PathCheck::Config).err(),
             Some(Refusal::BAD_UPGRADE)
         );
         assert_eq!(
             upgrade_response(
                 &config,
-                &upgrade_with_key(&["dGhlIHNhbXBsZSBub25jZQ==", "duR0pUQxNgBJsRQKj2Jxsw=="])
+                &upgrade_with_key(&["dGhlIHNhbXBsZSBub25jZQ==", "duR0pUQxNgBJsRQKj2Jxsw=="]),
+                PathCheck::Config
             )
             .err(),
             Some(Refusal::BAD_UPGRADE)
+        );
+    }
+
+    #[test]
+    fn a_routed_upgrade_skips_the_path_but_not_the_origin() {
+        let config = Config::default().path("/ws");
+        let req = upgrade_with_key(&["dGhlIHNhbXBsZSBub25jZQ=="]); // path "/"
+        assert_eq!(
+            upgrade_response(&config, &req, PathCheck::Config).err(),
+            Some(Refusal::NOT_FOUND)
+        );
+        let resp = upgrade_response(&config, &req, PathCheck::Routed).expect("routed");
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+
+        let mut foreign = upgrade_with_key(&["dGhlIHNhbXBsZSBub25jZQ=="]);
+        foreign.headers_mut().insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
+        assert_eq!(
+            upgrade_response(&config, &foreign, PathCheck::Routed).err(),
+            Some(Refusal::FORBIDDEN_ORIGIN)
         );
     }
 }

@@ -43,7 +43,14 @@
 //! server.serve(wshub::ws::listen("127.0.0.1:8080").await?).await
 //! # }
 //! ```
+//!
+//! Behind an HTTP server of your own, [`Server::upgrade_response`] checks an upgrade request
+//! and [`Server::serve_upgraded`] serves the upgraded stream (`examples/chat` does this with
+//! hyper). With the `axum` feature, `ws::axum` mounts a server on an axum route in one line.
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 mod config;
 mod conn;
 mod frame;

@@ -22,7 +22,7 @@ use tungstenite::Message;
 
 use super::config::Config;
 use super::conn::{ControlQueue, Driver};
-use super::handshake::{self, Refusal};
+use super::handshake::{self, PathCheck, Refusal};
 use super::{ConnInfo, Disconnect, Handler};
 use crate::error::{Error, Result};
 use crate::hub::Hub;
@@ -43,7 +43,8 @@ struct Inner {
 /// Cheap to clone; clones share the connection count and the shutdown state. Use
 /// [`Server::serve`] for a plain TCP listener, [`Server::serve_connection`] for any stream you
 /// accepted yourself (TLS, a Unix socket), or [`Server::upgrade_response`] and
-/// [`Server::serve_upgraded`] behind an HTTP server such as hyper or axum.
+/// [`Server::serve_upgraded`] behind an HTTP server such as hyper. On axum, the `axum`
+/// feature's `ws::axum::route` and `ws::axum::WsUpgrade` do both steps for you.
 ///
 /// The connection limit ([`Config::max_connections`]) counts every connection from the moment
 /// it is admitted (before its handshake is answered) until it ends.
@@ -326,9 +327,22 @@ impl Server {
         &self,
         req: &http::Request<B>,
     ) -> std::result::Result<(http::Response<()>, Admission), http::Response<String>> {
+        self.upgrade_response_with(req, PathCheck::Config)
+    }
+
+    /// [`Server::upgrade_response`], with the path check on or off: the one place an upgrade
+    /// that reached an HTTP server is checked, admitted and answered (`ws::axum` routes its
+    /// upgrades here with [`PathCheck::Routed`]).
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn upgrade_response_with<B>(
+        &self,
+        req: &http::Request<B>,
+        path: PathCheck,
+    ) -> std::result::Result<(http::Response<()>, Admission), http::Response<String>> {
         let refuse = |r: Refusal| r.response().map(Option::unwrap_or_default);
         let guard = self.admit().map_err(refuse)?;
-        let switching = handshake::upgrade_response(&self.inner.config, req).map_err(refuse)?;
+        let switching =
+            handshake::upgrade_response(&self.inner.config, req, path).map_err(refuse)?;
         Ok((switching, Admission { guard }))
     }
 

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wshub::ws::{Config, Handler, Server};
 use wshub::{CloseCode, Hub, HubConfig, Message};
@@ -129,4 +133,32 @@ pub async fn mailbox_quiet(mail: &mut wshub::Mailbox<Message>) -> bool {
     tokio::time::timeout(Duration::from_millis(200), mail.recv())
         .await
         .is_err()
+}
+
+/// Dials and expects an HTTP refusal; returns its status and body.
+pub async fn refused(url: String, origin: Option<&'static str>) -> (u16, String) {
+    let mut req = url.into_client_request().unwrap();
+    if let Some(o) = origin {
+        req.headers_mut()
+            .insert("origin", HeaderValue::from_static(o));
+    }
+    refused_request(req).await
+}
+
+/// Sends the upgrade `req` and expects an HTTP refusal; returns its status and body.
+pub async fn refused_request(req: Request) -> (u16, String) {
+    let dialed = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("timed out waiting for the handshake response");
+    match dialed {
+        Err(WsError::Http(resp)) => {
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned());
+            (resp.status().as_u16(), body.unwrap_or_default())
+        }
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("expected an HTTP refusal, got a connection"),
+    }
 }
