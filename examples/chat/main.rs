@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         with_redis(&redis, max_connections)?
     };
     let serving = tokio::spawn(app::serve(listener, ws.clone()));
-    shutdown_signal().await;
+    common::shutdown_signal().await;
     println!("shutting down");
     let report = ws.shutdown(Duration::from_secs(5)).await;
     tracing::info!(?report, stats = ?ws.hub().stats(), "stopped");
@@ -77,20 +77,4 @@ fn with_redis(_: &str, _: usize) -> Result<wshub::ws::Server, Box<dyn std::error
         "--redis needs the redis feature: cargo run --example chat --features redis -- --redis URL"
             .into(),
     )
-}
-
-/// Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
