@@ -20,6 +20,12 @@ pub fn flag<T: FromStr>(name: &str, default: T) -> T {
     })
 }
 
+/// True when the switch `name` (a flag without a value, e.g. `--self-signed`) is on the
+/// command line.
+pub fn switch(name: &str) -> bool {
+    std::env::args().skip(1).any(|a| a == name)
+}
+
 /// Logs to stderr; `RUST_LOG` overrides the default level (info).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -233,6 +233,11 @@ impl Server {
     /// Performs the WebSocket handshake on `stream` (checking path, origin, the connection
     /// limit and the handshake timeout), then serves the connection until it ends.
     ///
+    /// For `wss://`, complete the TLS handshake first (with a deadline of its own) and pass the
+    /// TLS stream, such as a `tokio_rustls::server::TlsStream`: see the crate documentation's
+    /// "Serving wss://" and `examples/wss_chat`. The connection counts toward the limit from
+    /// this call on.
+    ///
     /// # Errors
     ///
     /// [`Error::Refused`] when the request was answered with an HTTP error (404, 403, 503),

@@ -74,7 +74,10 @@ pub async fn wait_for(mut cond: impl FnMut() -> bool) {
 }
 
 /// The next data message (text), skipping control frames.
-pub async fn next_text(ws: &mut Ws) -> String {
+pub async fn next_text<S>(ws: &mut WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let msg = tokio::time::timeout(PATIENCE, ws.next())
             .await
@@ -90,7 +93,10 @@ pub async fn next_text(ws: &mut Ws) -> String {
 }
 
 /// Reads until the server's close frame and returns its code (None if the stream just ended).
-pub async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
+pub async fn close_code<S>(ws: &mut WebSocketStream<S>) -> Option<CloseCode>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let next = tokio::time::timeout(PATIENCE, ws.next())
             .await
@@ -104,7 +110,10 @@ pub async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
 }
 
 /// Sends a text message.
-pub async fn send_text(ws: &mut Ws, text: &str) {
+pub async fn send_text<S>(ws: &mut WebSocketStream<S>, text: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     ws.send(Message::text(text)).await.expect("send");
 }
 
