@@ -14,7 +14,9 @@ use wshub::{Hub, Message};
 const MAX_FUTURE: usize = 1_280;
 
 fn server() -> Server {
-    Server::new(Hub::new(), Config::default(), |_: &Client, _: Message| Ok(()))
+    Server::new(Hub::new(), Config::default(), |_: &Client, _: Message| {
+        Ok(())
+    })
 }
 
 async fn stream_pair() -> (TcpStream, TcpStream, SocketAddr) {
