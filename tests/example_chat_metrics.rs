@@ -95,18 +95,18 @@ async fn the_scraped_numbers_follow_real_traffic() {
             received += 1;
         }
     }
-    let body = scrape_until(metrics, "the deliveries", |b| {
+    // Every delivered frame went over a socket: at least the payloads and a 2-byte header.
+    let payload: usize = (0..MESSAGES)
+        .map(|i| format!("message {i}").len() + 2)
+        .sum();
+    let body = scrape_until(metrics, "the deliveries and their bytes", |b| {
         value(b, "wshub_messages_delivered_total") >= received as f64
+            && value(b, "wshub_written_bytes_total") >= (3 * payload) as f64
     })
     .await;
     assert!(value(&body, "wshub_messages_sent_total") >= received as f64);
     assert_eq!(value(&body, "wshub_messages_dropped_total"), 0.0);
     assert_eq!(value(&body, "wshub_evictions_total"), 0.0);
-    // Every delivered frame went over a socket: at least the payloads and a 2-byte header.
-    let payload: usize = (0..MESSAGES)
-        .map(|i| format!("message {i}").len() + 2)
-        .sum();
-    assert!(value(&body, "wshub_written_bytes_total") >= (3 * payload) as f64);
     // Each client's depth was sampled.
     assert!(value(&body, "wshub_mailbox_depth_count") >= 3.0, "{body}");
 
@@ -136,5 +136,38 @@ async fn the_scraped_numbers_follow_real_traffic() {
     assert!(body.contains("# TYPE wshub_messages_delivered_total counter"));
     assert!(body.contains("# TYPE wshub_connections_open gauge"));
     assert!(body.contains("# TYPE wshub_mailbox_depth histogram"));
+    // The last one goes without a close frame: counted as 1006.
     drop(clients);
+    scrape_until(metrics, "the dropped connection", |b| {
+        value(b, "wshub_connections_open") == 0.0
+            && value(b, "wshub_disconnects_total{code=\"1006\"}") == 1.0
+    })
+    .await;
+
+    // Two more chat servers sharing rooms through a backplane: a message in a shared room is
+    // published by one node and received by the other.
+    let bus = wshub::backplane::InMemoryBackplane::new();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hub = chat::chat_hub();
+        let node = wshub::backplane::Node::new(hub.clone(), bus.clone());
+        let ws = chat::ws_server_on(hub, Some(node), Heartbeat::default(), 100);
+        tokio::spawn(chat::serve(listener, ws.clone()));
+        nodes.push((ws, addr));
+    }
+    let mut on1 = connect(nodes[0].1, "/ws?room=team").await;
+    let mut on2 = connect(nodes[1].1, "/ws?room=team").await;
+    wait_for(|| nodes.iter().all(|(ws, _)| ws.hub().room_count("team") == 1)).await;
+    send_text(&mut on1, "across nodes").await;
+    assert_eq!(next_text(&mut on1).await, "across nodes");
+    assert_eq!(next_text(&mut on2).await, "across nodes");
+    let body = scrape_until(metrics, "the backplane traffic", |b| {
+        value(b, "wshub_backplane_published_total") == 1.0
+            && value(b, "wshub_backplane_received_total") == 1.0
+    })
+    .await;
+    assert_eq!(value(&body, "wshub_backplane_publish_errors_total"), 0.0);
+    assert_eq!(value(&body, "wshub_connections_open"), 2.0);
 }
