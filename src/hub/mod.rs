@@ -345,10 +345,9 @@ impl<M: Clone> Hub<M> {
     /// True if this hub's metrics task was already started; marks it started.
     #[cfg(feature = "metrics")]
     pub(crate) fn metrics_reporter_started(&self) -> bool {
-        self.inner
-            .counters
-            .metrics_reporter
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        let started = &self.inner.counters.metrics_reporter;
+        // Checked on every connection: read before writing, so connections do not contend.
+        started.load(Ordering::Acquire) || started.swap(true, Ordering::AcqRel)
     }
 
     /// A handle that does not keep the hub alive.
