@@ -485,3 +485,35 @@ pub(crate) fn sum_by_client(
     }
     by_client.into_values().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClientId;
+
+    #[test]
+    fn close_codes_become_labels() {
+        assert_eq!(&*code_label(CloseCode::Size), "1009");
+        assert_eq!(&*code_label(CloseCode::Away), "1001");
+        assert_eq!(&*code_label(CloseCode::from(4000)), "4000");
+    }
+
+    #[test]
+    fn depths_are_summed_per_client_over_the_logs_it_reads() {
+        let mut depths = sum_by_client([
+            (ClientId(1), 0),
+            (ClientId(2), 3),
+            (ClientId(1), 5), // client 1 in a room
+            (ClientId(2), 1),
+            (ClientId(3), 0),
+        ]);
+        depths.sort_unstable();
+        assert_eq!(depths, [0, 4, 5]);
+    }
+
+    #[test]
+    #[should_panic(expected = "metrics prefix")]
+    fn a_prefix_that_is_not_a_prometheus_name_panics() {
+        let _ = MetricsConfig::default().prefix("my-app");
+    }
+}
