@@ -47,6 +47,11 @@ pub enum Error {
     /// The backplane could not be set up (e.g. an invalid Redis URL).
     #[error("backplane: {0}")]
     Backplane(String),
+    /// The metrics settings could not be applied: they were already fixed (see
+    /// `metrics::MetricsConfig::install`, feature `metrics`). The earlier settings stay.
+    #[cfg(feature = "metrics")]
+    #[error("metrics: {0}")]
+    Metrics(&'static str),
     /// An I/O error on the underlying stream. The connection is unusable: drop it.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

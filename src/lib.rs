@@ -7,6 +7,9 @@
 pub mod backplane;
 pub mod error;
 pub mod hub;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod ws;
 
 mod sync;

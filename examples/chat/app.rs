@@ -203,3 +203,66 @@ pub async fn serve(listener: TcpListener, ws: Server) {
         });
     }
 }
+
+/// Installs a Prometheus recorder for wshub's metrics and serves them as Prometheus text at
+/// `http://ADDR/metrics` (any other path: 404). Returns the address it listens on, so
+/// `127.0.0.1:0` works. Call it before serving, so every connection is counted.
+#[cfg(feature = "metrics")]
+pub async fn serve_metrics(addr: &str) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    // Mailbox depths as a real histogram (buckets up to the chat's capacity of 256) rather
+    // than the exporter's default summary.
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("mailbox_depth".into()),
+            &[0.0, 1.0, 4.0, 16.0, 64.0, 128.0, 256.0],
+        )?
+        .install_recorder()?;
+    wshub::metrics::describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let resp = match req.uri().path() {
+                        "/metrics" => text_response(
+                            StatusCode::OK,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                            handle.render(),
+                        ),
+                        _ => text_response(
+                            StatusCode::NOT_FOUND,
+                            "text/plain; charset=utf-8",
+                            "not found\n",
+                        ),
+                    };
+                    std::future::ready(Ok::<_, Infallible>(resp))
+                });
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "metrics connection failed");
+                }
+            });
+        }
+    });
+    Ok(local)
+}

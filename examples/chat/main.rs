@@ -6,6 +6,8 @@
 //! # two processes, one conversation, through Redis:
 //! cargo run --example chat --features redis -- --addr 127.0.0.1:8080 --redis redis://127.0.0.1:6379
 //! cargo run --example chat --features redis -- --addr 127.0.0.1:8081 --redis redis://127.0.0.1:6379
+//! # Prometheus metrics at http://127.0.0.1:9090/metrics:
+//! cargo run --example chat --features metrics -- --metrics 127.0.0.1:9090
 //! ```
 //! Open the printed URL in two browser windows and talk. Any WebSocket client can join at
 //! `ws://127.0.0.1:8080/ws`: every text message it sends is relayed verbatim to everyone.
@@ -33,6 +35,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!("chat room: open http://{shown}/ in a browser (WebSocket at ws://{shown}/ws)");
     std::io::stdout().flush()?;
+    // After the line above (scripts read the chat's address from the first URL printed),
+    // before serving, so every connection is counted.
+    let metrics: String = common::flag("--metrics", String::new());
+    if !metrics.is_empty() {
+        serve_metrics(&metrics).await?;
+    }
 
     let max_connections: usize = common::flag("--max-connections", 10_000);
     if max_connections == 0 {
@@ -75,6 +83,23 @@ fn with_redis(
 fn with_redis(_: &str, _: usize) -> Result<wshub::ws::Server, Box<dyn std::error::Error>> {
     Err(
         "--redis needs the redis feature: cargo run --example chat --features redis -- --redis URL"
+            .into(),
+    )
+}
+
+/// Installs the Prometheus recorder and serves `/metrics` on `addr`.
+#[cfg(feature = "metrics")]
+async fn serve_metrics(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let local = app::serve_metrics(addr).await?;
+    println!("metrics: http://{local}/metrics");
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+#[cfg(not(feature = "metrics"))]
+async fn serve_metrics(_: &str) -> Result<(), Box<dyn std::error::Error>> {
+    Err(
+        "--metrics needs the metrics feature: cargo run --example chat --features metrics -- --metrics ADDR"
             .into(),
     )
 }

@@ -184,6 +184,17 @@ struct Counters {
     echoes_ignored: AtomicU64,
 }
 
+impl Counters {
+    fn snapshot(&self) -> BackplaneStats {
+        BackplaneStats {
+            published: self.published.load(Ordering::Relaxed),
+            publish_failed: self.publish_failed.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            echoes_ignored: self.echoes_ignored.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Envelopes buffered between the backplane and the local hub.
 const INBOUND_CAPACITY: usize = 4096;
 
@@ -224,6 +235,11 @@ impl Node {
         let counters = Arc::new(Counters::default());
         let (tx, mut rx) = mpsc::channel(INBOUND_CAPACITY);
         backplane.subscribe(tx);
+        #[cfg(feature = "metrics")]
+        {
+            let counters = Arc::downgrade(&counters);
+            crate::metrics::report_backplane(move || counters.upgrade().map(|c| c.snapshot()));
+        }
         let task = {
             let hub = hub.clone();
             let counters = counters.clone();
@@ -295,13 +311,7 @@ impl Node {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> BackplaneStats {
-        let c = &self.counters;
-        BackplaneStats {
-            published: c.published.load(Ordering::Relaxed),
-            publish_failed: c.publish_failed.load(Ordering::Relaxed),
-            received: c.received.load(Ordering::Relaxed),
-            echoes_ignored: c.echoes_ignored.load(Ordering::Relaxed),
-        }
+        self.counters.snapshot()
     }
 }
 

@@ -54,6 +54,9 @@ pub(crate) struct Counters {
     pub(crate) dropped: AtomicU64,
     pub(crate) evicted: AtomicU64,
     pub(crate) sent: AtomicU64,
+    /// The metrics task publishing these counters has been started.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics_reporter: std::sync::atomic::AtomicBool,
 }
 
 impl Counters {
@@ -540,6 +543,13 @@ impl<M: Clone> Inner<M> {
             .map(|s| self.backlog(s))
             .max()
             .unwrap_or(0)
+    }
+
+    /// Each member's id and backlog (for the metrics' depth samples).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn backlogs(&self, out: &mut Vec<(ClientId, usize)>) {
+        let st = self.read();
+        out.extend(st.members.iter().map(|s| (s.id, self.backlog(s))));
     }
 
     /// Log entries held right now (for tests of the trim).

@@ -330,6 +330,35 @@ impl<M: Clone> Hub<M> {
         self.inner.max_backlog()
     }
 
+    /// Every client's backlog, its rooms' included (for the metrics' depth samples). Walks
+    /// every member of the hub and of each room.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn backlogs(&self) -> Vec<usize> {
+        let mut all = Vec::with_capacity(self.client_count());
+        self.inner.backlogs(&mut all);
+        for room in self.rooms.all() {
+            room.backlogs(&mut all);
+        }
+        crate::metrics::sum_by_client(all)
+    }
+
+    /// True if this hub's metrics task was already started; marks it started.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn metrics_reporter_started(&self) -> bool {
+        let started = &self.inner.counters.metrics_reporter;
+        // Checked on every connection: read before writing, so connections do not contend.
+        started.load(Ordering::Acquire) || started.swap(true, Ordering::AcqRel)
+    }
+
+    /// A handle that does not keep the hub alive.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn downgrade(&self) -> WeakHub<M> {
+        WeakHub {
+            inner: Arc::downgrade(&self.inner),
+            rooms: Arc::downgrade(&self.rooms),
+        }
+    }
+
     /// The configuration this hub was built with.
     pub fn config(&self) -> &HubConfig {
         &self.inner.config
@@ -466,6 +495,24 @@ impl<M: Clone + Send + 'static> Hub<M> {
     /// Cancel safe: it only observes the hub.
     pub async fn wait_empty(&self) {
         crate::util::wait_until(&self.inner.emptied, || self.client_count() == 0).await;
+    }
+}
+
+/// A [`Hub`] that is not kept alive by this reference.
+#[cfg(feature = "metrics")]
+pub(crate) struct WeakHub<M: Clone> {
+    inner: std::sync::Weak<Inner<M>>,
+    rooms: std::sync::Weak<RoomTable<M>>,
+}
+
+#[cfg(feature = "metrics")]
+impl<M: Clone> WeakHub<M> {
+    /// The hub, while any clone of it is alive.
+    pub(crate) fn upgrade(&self) -> Option<Hub<M>> {
+        Some(Hub {
+            inner: self.inner.upgrade()?,
+            rooms: self.rooms.upgrade()?,
+        })
     }
 }
 

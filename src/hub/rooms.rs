@@ -82,6 +82,12 @@ impl<M: Clone> RoomTable<M> {
         self.lock().get(room).cloned()
     }
 
+    /// Every room's engine (a snapshot; the table lock is not held afterwards).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn all(&self) -> Vec<Arc<Inner<M>>> {
+        self.lock().values().cloned().collect()
+    }
+
     pub(crate) fn names(&self) -> Vec<Arc<str>> {
         self.lock().keys().cloned().collect()
     }

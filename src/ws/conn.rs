@@ -165,6 +165,8 @@ pub(crate) struct Driver<S> {
     timer: Pin<Box<Sleep>>,
     timer_at: Instant,
     result: Disconnect,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::ConnMetrics,
 }
 
 /// `t + d`, or None when that is beyond what `Instant` can hold (a deadline that never comes).
@@ -197,6 +199,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let now = Instant::now();
         let next_ping = heartbeat.get_ping_interval().and_then(|i| deadline(now, i));
         let id = client.id();
+        #[cfg(feature = "metrics")]
+        let metrics = crate::metrics::ConnMetrics::open(client.hub());
         let mut driver = Driver {
             ws,
             client: Some(client),
@@ -218,6 +222,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             timer: Box::pin(tokio::time::sleep_until(now)),
             timer_at: now,
             result: Disconnect::new(id),
+            #[cfg(feature = "metrics")]
+            metrics,
         };
         let first = driver
             .next_deadline()
@@ -234,6 +240,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.result.end = end;
         self.client = None;
         let d = self.result.clone();
+        #[cfg(feature = "metrics")]
+        self.metrics.closed(&d);
         tracing::debug!(client = %d.client, end = ?d.end, peer_code = ?d.peer_code,
             sent_code = ?d.sent_code, "connection closed");
         self.handler.on_disconnect(&d);
@@ -439,6 +447,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Poll::Ready(Ok(n)) => {
                     self.wpos += n;
                     self.blocked_since = None;
+                    #[cfg(feature = "metrics")]
+                    self.metrics.written(n);
                 }
                 Poll::Ready(Err(e)) => {
                     tracing::debug!(error = %e, "write failed");
