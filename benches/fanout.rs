@@ -15,8 +15,9 @@
 //! them; throughput is in deliveries (messages × members). Receivers add to a shared counter
 //! once per batch they take, not per message, so counting does not dominate any contender.
 //!
-//! Also: register/unregister churn, and the cost of a broadcast to a hub with one stalled
-//! member, fresh versus after a million messages (it must not grow).
+//! Also: register/unregister churn, the cost of a broadcast to a hub with one stalled
+//! member, fresh versus after a million messages (it must not grow), and the publisher's cost
+//! with 1 000 to 100 000 clients that never read (`slow_clients`, it must not grow either).
 //!
 //! Run: `cargo bench --bench fanout` (HTML report in target/criterion/report/index.html).
 
@@ -389,5 +390,53 @@ fn stalled_member(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fanout, churn, stalled_member);
+/// Issue #8, defect 4: with N clients that never read (their backlogs full), what one
+/// broadcast costs the publisher, and what unregistering all of them costs. Before the lazy
+/// policies both grew with N (1.4 µs / 13.7 µs / 300 µs per broadcast at 1k / 10k / 100k
+/// under `DropOldest`; 0.84 s to unregister 40 000); now neither should.
+fn slow_clients(c: &mut Criterion) {
+    let msg = payload(64);
+    // A small ring keeps 100 000 full private backlogs (DropNewest) within memory; the
+    // publisher's cost does not depend on the capacity.
+    let config = |policy| HubConfig::default().mailbox_capacity(16).overflow(policy);
+    for policy in [OverflowPolicy::DropOldest, OverflowPolicy::DropNewest] {
+        let mut group = c.benchmark_group(format!("slow_clients/{policy:?}"));
+        group.throughput(Throughput::Elements(1));
+        for n in [1_000usize, 10_000, 100_000] {
+            let hub = Hub::with_config(config(policy));
+            let clients: Vec<_> = (0..n).map(|_| hub.register().expect("register")).collect();
+            // Fill every backlog past its capacity, so every client is a lagging one.
+            for _ in 0..2 * hub.config().get_mailbox_capacity() {
+                hub.broadcast(msg.clone());
+            }
+            group.bench_function(BenchmarkId::new("broadcast", n), |b| {
+                b.iter(|| hub.broadcast(msg.clone()))
+            });
+            drop(clients);
+        }
+        group.sample_size(10);
+        group.bench_function(BenchmarkId::new("unregister_all", 40_000), |b| {
+            b.iter_batched(
+                || {
+                    let hub = Hub::with_config(config(policy));
+                    let clients: Vec<_> = (0..40_000)
+                        .map(|_| hub.register().expect("register"))
+                        .collect();
+                    for _ in 0..2 * hub.config().get_mailbox_capacity() {
+                        hub.broadcast(msg.clone());
+                    }
+                    (hub, clients)
+                },
+                |(hub, clients)| {
+                    drop(clients);
+                    hub
+                },
+                criterion::BatchSize::PerIteration,
+            )
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, fanout, churn, stalled_member, slow_clients);
 criterion_main!(benches);

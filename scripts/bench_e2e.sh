@@ -10,7 +10,8 @@
 # Environment:
 #   REPEAT=N        runs per configuration (default 3; 1 with QUICK=1); the table shows medians
 #   QUICK=1         small configurations
-#   SERVERS="..."   which servers (default "wshub baseline")
+#   SERVERS="..."   which servers (default "wshub baseline"); "before" runs the chat binary
+#                   named by BEFORE_CHAT (e.g. built from an older commit), for same-run ratios
 #   CONFIGS="..."   override the configurations, one per line:
 #                     fanout CLIENTS MESSAGES WINDOW SIZE
 #                     idle CLIENTS HOLD_SECS
@@ -83,6 +84,7 @@ start_server() {
   case $name in
     wshub) "$bin/chat" --addr 127.0.0.1:0 >"$out" 2>"$log" & ;;
     baseline) "$bin/baseline_server" --addr 127.0.0.1:0 >"$out" 2>"$log" & ;;
+    before) "${BEFORE_CHAT:?set BEFORE_CHAT to a chat binary}" --addr 127.0.0.1:0 >"$out" 2>"$log" & ;;
     *) echo "unknown server $name" >&2; exit 2 ;;
   esac
   server_pid=$!
@@ -173,24 +175,29 @@ def med(rs, k):
 def fmt(v, f="{:.2f}"):
     return "-" if v is None else f.format(v)
 
-print("| server | mode | N | size | window | M | runs ok | deliveries/s | p50 ms | p99 ms | max ms | lost | evicted | server CPU ns/delivery | KB/conn | KB/conn after run | ratio wshub/baseline |")
+print("| server | mode | N | size | window | M | runs ok | deliveries/s | p50 ms | p99 ms | max ms | lost | evicted | server CPU ns/delivery | KB/conn | KB/conn after run | wshub ratios |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for key, by_server in groups.items():
     mode, n, size, window, m = key
-    base = by_server.get("baseline")
     for server, rs in by_server.items():
         ok = sum(1 for r in rs if r.get("ok"))
         lost = sum(r.get("lost") or 0 for r in rs)
         ev = sum(r.get("evicted") or 0 for r in rs)
         maxes = [r["lat_max_ms"] for r in rs if r.get("lat_max_ms") is not None]
-        ratio = ""
-        if server == "wshub" and base:
+        ratios = []
+        for other in ("baseline", "before"):
+            theirs = by_server.get(other)
+            if server != "wshub" or not theirs:
+                continue
             if mode == "fanout":
-                a, b = med(rs, "deliveries_per_s"), med(base, "deliveries_per_s")
-                ratio = fmt(a / b if a and b else None) + " (throughput)"
+                a, b = med(rs, "deliveries_per_s"), med(theirs, "deliveries_per_s")
+                c, d = med(rs, "server_ns_per_delivery"), med(theirs, "server_ns_per_delivery")
+                ratios.append("%s vs %s (throughput), %s (CPU/delivery)" % (
+                    fmt(a / b if a and b else None), other, fmt(c / d if c and d else None)))
             else:
-                a, b = med(rs, "kb_per_conn"), med(base, "kb_per_conn")
-                ratio = fmt(a / b if a and b else None) + " (memory)"
+                a, b = med(rs, "kb_per_conn"), med(theirs, "kb_per_conn")
+                ratios.append("%s vs %s (memory)" % (fmt(a / b if a and b else None), other))
+        ratio = "; ".join(ratios)
         print("| %s | %s | %s | %s | %s | %s | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             server, mode, n, fmt(size, "{}"), fmt(window, "{}"), fmt(m, "{}"), ok, len(rs),
             fmt(med(rs, "deliveries_per_s"), "{:,.0f}"),
