@@ -33,7 +33,10 @@ fn options(url: String) -> sum_client::Options {
 
 #[tokio::test]
 async fn the_ten_request_exchange_of_the_seed_client() {
-    let addr = start_sum(Duration::from_secs(20)).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (server, names) = sum_service::server_recording(Duration::from_secs(20));
+    tokio::spawn(async move { server.serve(listener).await });
     let mut out = Vec::new();
     let sums = sum_client::run(
         &options(format!("ws://localhost:{}/add", addr.port())),
@@ -49,6 +52,8 @@ async fn the_ten_request_exchange_of_the_seed_client() {
         "{out}"
     );
     assert_eq!(out.matches("Sum: 11").count(), 10);
+    // The handshake hook saw the client's `Cookie: name=zcy`.
+    assert_eq!(*names.lock().unwrap(), vec!["zcy".to_string()]);
 }
 
 #[tokio::test]

@@ -151,7 +151,7 @@ async fn route(
 fn upgrade(ws: Server, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
     // The admission holds this connection's slot under the limit from before the 101 is sent
     // until the connection ends (or until it is dropped, if the upgrade fails).
-    let (switching, admission) = match ws.upgrade_response(&req) {
+    let (switching, admission) = match ws.upgrade_response_from(&req, Some(peer)) {
         Ok(pair) => pair,
         Err(refusal) => return refusal.map(|body| Full::new(Bytes::from(body))),
     };

@@ -392,6 +392,38 @@ impl<M: Clone + Send + 'static> Hub<M> {
     ///
     /// [`Error::Shutdown`] once the hub is shut down.
     pub fn register(&self) -> Result<(ClientHandle<M>, Mailbox<M>)> {
+        self.register_data(None)
+    }
+
+    /// Like [`Hub::register`], with application data the client carries for its lifetime
+    /// (a user id, a display name, permissions), read back with [`ClientHandle::data`]. The
+    /// WebSocket server attaches what [`Handler::on_handshake`](crate::ws::Handler::on_handshake)
+    /// accepted the connection with.
+    ///
+    /// ```
+    /// # fn main() -> wshub::Result<()> {
+    /// let hub: wshub::Hub<String> = wshub::Hub::new();
+    /// struct User(&'static str);
+    /// let (client, _mailbox) = hub.register_with(User("ada"))?;
+    /// assert_eq!(client.data::<User>().map(|u| u.0), Some("ada"));
+    /// assert!(client.data::<u64>().is_none(), "another type: none");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shutdown`] once the hub is shut down.
+    pub fn register_with<T: std::any::Any + Send + Sync>(
+        &self,
+        data: T,
+    ) -> Result<(ClientHandle<M>, Mailbox<M>)> {
+        self.register_data(Some(Arc::new(data)))
+    }
+
+    pub(crate) fn register_data(
+        &self,
+        data: Option<ClientData>,
+    ) -> Result<(ClientHandle<M>, Mailbox<M>)> {
         let slot = self.inner.register()?;
         let rooms = Arc::new(Memberships::new(self.rooms.clone()));
         let handle = ClientHandle {
@@ -399,6 +431,7 @@ impl<M: Clone + Send + 'static> Hub<M> {
             slot: slot.clone(),
             hub: self.clone(),
             rooms: rooms.clone(),
+            data,
         };
         let mailbox = Mailbox::new(slot, self.inner.clone()).with_rooms(rooms);
         Ok((handle, mailbox))
@@ -526,7 +559,14 @@ pub struct ClientHandle<M: Clone> {
     slot: Arc<Slot<M>>,
     hub: Hub<M>,
     rooms: Arc<Memberships<M>>,
+    /// What the application attached at registration (e.g. the user a handshake
+    /// authenticated), for the client's lifetime.
+    data: Option<ClientData>,
 }
+
+/// Application data attached to a client at registration: see [`Hub::register_with`] and
+/// [`ClientHandle::data`].
+pub(crate) type ClientData = Arc<dyn std::any::Any + Send + Sync>;
 
 impl<M: Clone> fmt::Debug for ClientHandle<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -537,6 +577,13 @@ impl<M: Clone> fmt::Debug for ClientHandle<M> {
 }
 
 impl<M: Clone> ClientHandle<M> {
+    /// The application data the client was registered with ([`Hub::register_with`], or what
+    /// [`Handler::on_handshake`](crate::ws::Handler::on_handshake) accepted it with), if it is
+    /// a `T`.
+    pub fn data<T: std::any::Any>(&self) -> Option<&T> {
+        self.data.as_deref()?.downcast_ref()
+    }
+
     /// This client's id.
     pub fn id(&self) -> ClientId {
         self.id

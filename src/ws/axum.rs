@@ -204,19 +204,19 @@ impl IntoResponse for WsUpgrade {
 fn accept(server: &Server, parts: &mut Parts) -> Result<WsUpgrade, Response> {
     // The shared check reads a request: lend it the parts (moved, not copied), then take
     // them back.
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
     let lent = std::mem::replace(parts, http::Request::new(()).into_parts().0);
     let req = http::Request::from_parts(lent, ());
-    let answered = server.upgrade_response_with(&req, PathCheck::Routed);
+    let answered = server.upgrade_response_with(&req, PathCheck::Routed, peer);
     *parts = req.into_parts().0;
     let (switching, admission) = answered.map_err(|refused| refused.map(Body::from))?;
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         // `admission` is dropped here: the slot is released.
         return Err(refusal(&Refusal::NOT_UPGRADABLE));
     };
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| *addr);
     let uri = match parts.extensions.get::<OriginalUri>() {
         Some(OriginalUri(uri)) => uri.clone(),
         None => parts.uri.clone(),

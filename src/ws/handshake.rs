@@ -1,6 +1,8 @@
 //! The upgrade checks shared by both ways in (a raw stream, or a request from an HTTP server):
 //! path, origin, connection limit, shutdown.
 
+use std::borrow::Cow;
+
 use tungstenite::http::{self, header, HeaderMap, HeaderValue, Response, StatusCode, Uri};
 
 use super::config::{Config, OriginPolicy};
@@ -9,41 +11,41 @@ use super::config::{Config, OriginPolicy};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal {
     pub(crate) status: StatusCode,
-    pub(crate) reason: &'static str,
+    pub(crate) reason: Cow<'static, str>,
 }
 
 impl Refusal {
     pub(crate) const NOT_FOUND: Refusal = Refusal {
         status: StatusCode::NOT_FOUND,
-        reason: "the requested path does not exist",
+        reason: Cow::Borrowed("the requested path does not exist"),
     };
     pub(crate) const FORBIDDEN_ORIGIN: Refusal = Refusal {
         status: StatusCode::FORBIDDEN,
-        reason: "cross-origin WebSocket request refused",
+        reason: Cow::Borrowed("cross-origin WebSocket request refused"),
     };
     pub(crate) const TOO_MANY: Refusal = Refusal {
         status: StatusCode::SERVICE_UNAVAILABLE,
-        reason: "too many connections",
+        reason: Cow::Borrowed("too many connections"),
     };
     pub(crate) const SHUTTING_DOWN: Refusal = Refusal {
         status: StatusCode::SERVICE_UNAVAILABLE,
-        reason: "server shutting down",
+        reason: Cow::Borrowed("server shutting down"),
     };
     pub(crate) const BAD_UPGRADE: Refusal = Refusal {
         status: StatusCode::BAD_REQUEST,
-        reason: "not a valid WebSocket upgrade request",
+        reason: Cow::Borrowed("not a valid WebSocket upgrade request"),
     };
     /// The request reached an axum route on an HTTP connection hyper cannot upgrade.
     #[cfg(feature = "axum")]
     pub(crate) const NOT_UPGRADABLE: Refusal = Refusal {
         status: StatusCode::UPGRADE_REQUIRED,
-        reason: "this HTTP connection cannot be upgraded",
+        reason: Cow::Borrowed("this HTTP connection cannot be upgraded"),
     };
     /// An axum upgrade answered outside a tokio runtime: nothing could serve it.
     #[cfg(feature = "axum")]
     pub(crate) const NO_RUNTIME: Refusal = Refusal {
         status: StatusCode::INTERNAL_SERVER_ERROR,
-        reason: "no tokio runtime to serve the connection on",
+        reason: Cow::Borrowed("no tokio runtime to serve the connection on"),
     };
 
     /// The HTTP response carrying this refusal, with a plain-text body.

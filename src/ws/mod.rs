@@ -48,6 +48,7 @@
 //! and [`Server::serve_upgraded`] serves the upgraded stream (`examples/chat` does this with
 //! hyper). With the `axum` feature, `ws::axum` mounts a server on an axum route in one line.
 
+mod accept;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
@@ -65,6 +66,7 @@ use tungstenite::Message;
 
 use crate::hub::{ClientHandle, ClientId, CloseReason};
 
+pub use accept::{Accept, HandshakeRequest, Reject};
 pub use config::{Config, Heartbeat, OriginPolicy};
 pub use conn::End;
 pub use server::{listen, Admission, Server, ShutdownReport};
@@ -82,6 +84,44 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// spawn a task for slow work. A closure `Fn(&Client, Message) -> Result<(), HandlerError>`
 /// is a handler that only implements [`Handler::on_message`].
 pub trait Handler: Send + Sync + 'static {
+    /// An upgrade request passed the server's checks (path, origin, connection limit, key):
+    /// accept it, optionally with data the client then carries for its lifetime
+    /// ([`Accept::with_data`], read with [`ClientHandle::data`]), or reject it with a status
+    /// and a body ([`Reject::unauthorized`], [`Reject::forbidden`]). Runs before the
+    /// `101 Switching Protocols` on every way in (`Server::serve`, `serve_connection`,
+    /// `upgrade_response`, axum). The default accepts every request, with no data.
+    ///
+    /// It runs on the accepting task, during the handshake: keep it quick (check a signed
+    /// cookie or token; no network round trips).
+    ///
+    /// ```
+    /// use wshub::ws::{Accept, Client, HandshakeRequest, Handler, HandlerError, Reject};
+    /// use wshub::Message;
+    ///
+    /// struct User(String);
+    /// struct Chat;
+    ///
+    /// impl Handler for Chat {
+    ///     fn on_handshake(&self, req: &HandshakeRequest<'_>) -> Result<Accept, Reject> {
+    ///         match req.cookie("name") {
+    ///             Some(name) if !name.is_empty() => Ok(Accept::with_data(User(name.to_string()))),
+    ///             _ => Err(Reject::unauthorized("log in first")),
+    ///         }
+    ///     }
+    ///
+    ///     fn on_message(&self, client: &Client, msg: Message) -> Result<(), HandlerError> {
+    ///         let name = client.data::<User>().map_or("?", |u| u.0.as_str());
+    ///         client.hub().broadcast(Message::text(format!("{name}: {}", msg.to_text()?)));
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let _server = wshub::ws::Server::new(wshub::Hub::new(), wshub::ws::Config::default(), Chat);
+    /// ```
+    fn on_handshake(&self, req: &HandshakeRequest<'_>) -> Result<Accept, Reject> {
+        let _ = req;
+        Ok(Accept::new())
+    }
+
     /// A connection completed its handshake and was registered as `client`.
     fn on_connect(&self, client: &Client, info: &ConnInfo) {
         let _ = (client, info);

@@ -23,9 +23,10 @@ use tungstenite::Message;
 use super::config::Config;
 use super::conn::{ControlQueue, Driver};
 use super::handshake::{self, PathCheck, Refusal};
+use super::HandshakeRequest;
 use super::{ConnInfo, Disconnect, Handler};
 use crate::error::{Error, Result};
-use crate::hub::Hub;
+use crate::hub::{ClientData, Hub};
 
 struct Inner {
     hub: Hub<Message>,
@@ -76,6 +77,8 @@ struct ActiveGuard(Arc<Inner>);
 #[must_use = "dropping the admission frees the connection slot: pass it to `Server::serve_upgraded`"]
 pub struct Admission {
     guard: ActiveGuard,
+    /// What [`Handler::on_handshake`] accepted the connection with.
+    data: Option<ClientData>,
 }
 
 impl std::fmt::Debug for Admission {
@@ -259,15 +262,22 @@ impl Server {
     {
         let admitted = self.admit();
         let mut info = None;
+        let mut data = None;
         let mut refused = None;
         let config = &self.inner.config;
+        let handler = &self.inner.handler;
         let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
             let checked = admitted
                 .as_ref()
                 .map_err(Clone::clone)
-                .and_then(|_| handshake::check_request(config, req.uri(), req.headers()));
+                .and_then(|_| handshake::check_request(config, req.uri(), req.headers()))
+                .and_then(|()| {
+                    let view = HandshakeRequest::new(peer, req.uri(), req.headers());
+                    handler.on_handshake(&view).map_err(Refusal::from)
+                });
             match checked {
-                Ok(()) => {
+                Ok(accepted) => {
+                    data = accepted.data;
                     info = Some(ConnInfo {
                         peer,
                         uri: req.uri().clone(),
@@ -295,7 +305,7 @@ impl Server {
             Ok(Err(e)) => {
                 return Err(match refused {
                     Some(r) => {
-                        tracing::debug!(?peer, status = %r.status, reason = r.reason, "upgrade refused");
+                        tracing::debug!(?peer, status = %r.status, reason = %r.reason, "upgrade refused");
                         Error::Refused {
                             status: r.status.as_u16(),
                             reason: r.reason.to_string(),
@@ -309,15 +319,18 @@ impl Server {
         let (Ok(guard), Some(info)) = (admitted, info) else {
             return Err(Error::Shutdown); // unreachable: the callback refused
         };
-        self.drive(ws, info, guard).await
+        self.drive(ws, info, guard, data).await
     }
 
     /// Checks an upgrade request that reached your HTTP server and takes a connection slot
     /// for it: returns the `101 Switching Protocols` response to send and the [`Admission`]
     /// that holds the slot, or the refusal (503 at the connection limit or during shutdown,
-    /// 404, 403, or 400 for a request that is not a valid WebSocket upgrade) with a
-    /// plain-text body. After sending the 101, hand the upgraded connection and the admission
-    /// to [`Server::serve_upgraded`].
+    /// 404, 403, 400 for a request that is not a valid WebSocket upgrade, or what
+    /// [`Handler::on_handshake`] rejected it with) with a plain-text body. After sending the
+    /// 101, hand the upgraded connection and the admission to [`Server::serve_upgraded`].
+    ///
+    /// `on_handshake` sees no peer address here; use [`Server::upgrade_response_from`] to
+    /// give it one.
     ///
     /// The slot is taken before the 101 is built, so a connection that was told 101 is never
     /// turned away at the limit afterwards.
@@ -332,7 +345,22 @@ impl Server {
         &self,
         req: &http::Request<B>,
     ) -> std::result::Result<(http::Response<()>, Admission), http::Response<String>> {
-        self.upgrade_response_with(req, PathCheck::Config)
+        self.upgrade_response_with(req, PathCheck::Config, None)
+    }
+
+    /// [`Server::upgrade_response`] for a request from `peer`, which
+    /// [`Handler::on_handshake`] then sees in [`HandshakeRequest::peer`].
+    ///
+    /// # Errors
+    ///
+    /// The refusal response, ready to send.
+    #[allow(clippy::result_large_err)]
+    pub fn upgrade_response_from<B>(
+        &self,
+        req: &http::Request<B>,
+        peer: Option<SocketAddr>,
+    ) -> std::result::Result<(http::Response<()>, Admission), http::Response<String>> {
+        self.upgrade_response_with(req, PathCheck::Config, peer)
     }
 
     /// [`Server::upgrade_response`], with the path check on or off: the one place an upgrade
@@ -343,12 +371,25 @@ impl Server {
         &self,
         req: &http::Request<B>,
         path: PathCheck,
+        peer: Option<SocketAddr>,
     ) -> std::result::Result<(http::Response<()>, Admission), http::Response<String>> {
         let refuse = |r: Refusal| r.response().map(Option::unwrap_or_default);
         let guard = self.admit().map_err(refuse)?;
         let switching =
             handshake::upgrade_response(&self.inner.config, req, path).map_err(refuse)?;
-        Ok((switching, Admission { guard }))
+        let view = HandshakeRequest::new(peer, req.uri(), req.headers());
+        let accepted = self
+            .inner
+            .handler
+            .on_handshake(&view)
+            .map_err(|r| refuse(r.into()))?;
+        Ok((
+            switching,
+            Admission {
+                guard,
+                data: accepted.data,
+            },
+        ))
     }
 
     /// Serves a connection whose HTTP upgrade already happened (the 101 from
@@ -381,7 +422,7 @@ impl Server {
             Some(self.inner.config.websocket_config()),
         )
         .await;
-        self.drive(ws, info, admission.guard).await
+        self.drive(ws, info, admission.guard, admission.data).await
     }
 
     /// Registers the connection and returns the future that runs it to its end. Built before
@@ -393,11 +434,12 @@ impl Server {
         ws: WebSocketStream<ControlQueue<S>>,
         info: ConnInfo,
         guard: ActiveGuard,
+        data: Option<ClientData>,
     ) -> Serving<S>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        match self.inner.hub.register() {
+        match self.inner.hub.register_data(data) {
             Ok((client, mailbox)) => {
                 self.inner.handler.on_connect(&client, &info);
                 let driver = Driver::new(
