@@ -18,6 +18,7 @@ mod util;
 pub use error::{Error, Result};
 pub use hub::{
     ClientHandle, ClientId, CloseReason, Hub, HubConfig, Mailbox, OverflowPolicy, Presence, Stats,
+    TryRecvError,
 };
 pub use tungstenite::protocol::frame::coding::CloseCode;
 pub use tungstenite::Message;

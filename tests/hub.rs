@@ -218,3 +218,52 @@ async fn shutdown_refuses_new_clients_and_wait_empty_returns_when_all_leave() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn try_recv_and_the_stream_see_what_recv_sees() {
+    use futures_util::StreamExt;
+    use wshub::TryRecvError;
+
+    let hub = hub_with(8, OverflowPolicy::Disconnect);
+    let (client, mut mail) = hub.register().unwrap();
+    assert_eq!(mail.try_recv(), Err(TryRecvError::Empty));
+    hub.broadcast(1);
+    client.send(2).unwrap();
+    assert_eq!(mail.try_recv(), Ok(1));
+    hub.broadcast(3);
+    assert_eq!(mail.next().await, Some(2));
+    assert_eq!(mail.next().await, Some(3));
+    assert_eq!(mail.try_recv(), Err(TryRecvError::Empty));
+    // A task waiting on the stream is woken by a broadcast from another task.
+    let h = hub.clone();
+    let waiter = tokio::spawn(async move { mail.next().await.map(|m| (m, mail)) });
+    tokio::task::yield_now().await;
+    h.broadcast(4);
+    let (m, mut mail) = waiter.await.unwrap().unwrap();
+    assert_eq!(m, 4);
+    drop(client);
+    assert_eq!(
+        mail.try_recv(),
+        Err(TryRecvError::Closed(CloseReason::Unregistered))
+    );
+    assert_eq!(mail.next().await, None, "the stream ends once closed");
+    let stats = hub.stats();
+    assert_eq!((stats.sent, stats.delivered), (4, 4));
+}
+
+#[test]
+fn client_ids_go_through_text_and_the_hub_lists_its_clients() {
+    let hub = hub_with(8, OverflowPolicy::Disconnect);
+    let (a, _ma) = hub.register().unwrap();
+    let (b, _mb) = hub.register().unwrap();
+    let text = a.id().to_string();
+    assert!(text.chars().all(|c| c.is_ascii_digit()), "{text}");
+    assert_eq!(text.parse::<wshub::ClientId>(), Ok(a.id()));
+    assert!("#1".parse::<wshub::ClientId>().is_err());
+    assert_eq!(wshub::ClientId::from(b.id().as_u64()), b.id());
+    let mut listed = hub.clients();
+    listed.sort();
+    assert_eq!(listed, vec![a.id(), b.id()]);
+    drop(a);
+    assert_eq!(hub.clients(), vec![b.id()]);
+}

@@ -536,6 +536,10 @@ impl<M: Clone> Inner<M> {
         in_log + slot.private_len.load(Ordering::Acquire)
     }
 
+    pub(crate) fn client_ids(&self) -> Vec<ClientId> {
+        self.read().members.iter().map(|s| s.id).collect()
+    }
+
     pub(crate) fn max_backlog(&self) -> usize {
         let st = self.read();
         st.members

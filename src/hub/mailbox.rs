@@ -564,6 +564,19 @@ impl<M: Clone> Mailbox<M> {
         std::future::poll_fn(|cx| self.poll_recv_all(cx, buf)).await
     }
 
+    /// Takes the next message if one is waiting, without waiting: `Err(TryRecvError::Empty)`
+    /// when none is, `Err(TryRecvError::Closed(reason))` once the mailbox is closed and
+    /// drained.
+    pub fn try_recv(&mut self) -> Result<M, TryRecvError> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut one = One(None);
+        match self.poll_recv_many(&mut cx, &mut one, 1) {
+            Poll::Ready(Ok(_)) => one.0.ok_or(TryRecvError::Empty),
+            Poll::Ready(Err(reason)) => Err(TryRecvError::Closed(reason)),
+            Poll::Pending => Err(TryRecvError::Empty),
+        }
+    }
+
     /// Waits for the next message.
     ///
     /// # Cancel safety
@@ -589,6 +602,36 @@ impl<M: Clone> Mailbox<M> {
     ) -> Result<usize, CloseReason> {
         std::future::poll_fn(|cx| self.poll_recv_many(cx, out, limit)).await
     }
+}
+
+// Nothing in a mailbox is pinned in place: its messages are moved freely.
+impl<M: Clone> Unpin for Mailbox<M> {}
+
+/// A mailbox is a stream of its messages, ending once it is closed and drained (why it closed
+/// is what [`Mailbox::recv`] returns then).
+impl<M: Clone> futures_core::Stream for Mailbox<M> {
+    type Item = M;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<M>> {
+        let mut one = One(None);
+        match self.get_mut().poll_recv_many(cx, &mut one, 1) {
+            Poll::Ready(Ok(_)) => Poll::Ready(one.0),
+            Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Why [`Mailbox::try_recv`] returned no message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TryRecvError {
+    /// Nothing is waiting now; the mailbox is open.
+    #[error("no message waiting")]
+    Empty,
+    /// The mailbox is closed and everything it held was taken.
+    #[error("mailbox closed: {0}")]
+    Closed(CloseReason),
 }
 
 /// Merges log entries (`(seq, msg)`, in order) with private entries (sorted by key) into `out`.

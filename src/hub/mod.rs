@@ -168,10 +168,25 @@ use engine::{Counters, Inner};
 use mailbox::Slot;
 use rooms::{Memberships, RoomTable};
 
-pub use mailbox::{CloseReason, Mailbox};
+pub use mailbox::{CloseReason, Mailbox, TryRecvError};
 pub use rooms::Presence;
 
 /// Identifies one registered client for the lifetime of its hub. Never reused.
+///
+/// It goes in and out of text as a plain number (fits a URL, a JSON field, a log line), so an
+/// application can name a client elsewhere and send to it later with [`Hub::send_to`]:
+///
+/// ```
+/// # fn main() -> wshub::Result<()> {
+/// let hub: wshub::Hub<String> = wshub::Hub::new();
+/// let (client, mut mailbox) = hub.register()?;
+/// let text = client.id().to_string(); // e.g. in a URL: /users/{text}
+/// let id: wshub::ClientId = text.parse().expect("a number");
+/// hub.send_to(id, "hello".to_string())?;
+/// assert_eq!(mailbox.try_recv(), Ok("hello".to_string()));
+/// assert_eq!(wshub::ClientId::from(id.as_u64()), id);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId(pub(crate) u64);
 
@@ -182,9 +197,33 @@ impl ClientId {
     }
 }
 
+/// An id from its number (one that [`ClientId::as_u64`] gave). An id no client has is simply
+/// not found ([`Error::NoSuchClient`]).
+impl From<u64> for ClientId {
+    fn from(n: u64) -> Self {
+        ClientId(n)
+    }
+}
+
+impl From<ClientId> for u64 {
+    fn from(id: ClientId) -> u64 {
+        id.0
+    }
+}
+
+/// The decimal number, as [`Display`](fmt::Display) writes it.
+impl std::str::FromStr for ClientId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        s.parse().map(ClientId)
+    }
+}
+
+/// The plain decimal number (`42`).
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
+        write!(f, "{}", self.0)
     }
 }
 
@@ -500,6 +539,12 @@ impl<M: Clone + Send + 'static> Hub<M> {
         self.rooms
             .get(room)
             .map_or(0, |r| r.broadcast(Some(except), msg))
+    }
+
+    /// The clients registered right now, in no particular order (a snapshot: clients may
+    /// come and go as soon as it is taken).
+    pub fn clients(&self) -> Vec<ClientId> {
+        self.inner.client_ids()
     }
 
     /// Members of `room` right now (0 when it does not exist).
