@@ -60,3 +60,31 @@ async fn a_node_whose_room_is_empty_delivers_nothing_and_keeps_working() {
     assert_eq!(common::next_in_mailbox(&mut b1_mail).await, "now someone");
     assert!(common::mailbox_quiet(&mut b1_mail).await);
 }
+
+#[tokio::test]
+async fn a_node_that_falls_behind_the_in_memory_bus_counts_what_it_lost() {
+    use wshub::backplane::{Backplane, Envelope, Payload};
+
+    let bus = InMemoryBackplane::new();
+    // A subscriber that reads nothing yet: its forwarding task blocks on the first envelope
+    // and the bus (4 096 envelopes) overflows behind it.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    bus.subscribe(tx);
+    const SENT: u64 = 6_000;
+    for i in 0..SENT {
+        let envelope = Envelope {
+            origin: 1,
+            room: "r".into(),
+            payload: Payload::Text(bytes::Bytes::from(i.to_string())),
+        };
+        bus.publish(envelope).unwrap();
+    }
+    let mut received = 0;
+    while let Ok(Some(_)) =
+        tokio::time::timeout(std::time::Duration::from_millis(200), rx.recv()).await
+    {
+        received += 1;
+    }
+    assert!(bus.lost() > 0, "the overflow was not counted");
+    assert_eq!(received + bus.lost(), SENT, "lost {}", bus.lost());
+}

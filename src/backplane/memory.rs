@@ -1,5 +1,8 @@
 //! The in-memory backplane: nodes in one process (tests, or several hubs on one machine).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Backplane, BackplaneError, Envelope};
@@ -10,10 +13,11 @@ const CAPACITY: usize = 4096;
 /// Connects every [`Node`](super::Node) built on a clone of it. Cheap to clone.
 ///
 /// A node whose delivery task falls more than 4 096 envelopes behind loses the oldest ones;
-/// the number is logged.
+/// they are counted ([`InMemoryBackplane::lost`]) and logged.
 #[derive(Debug, Clone)]
 pub struct InMemoryBackplane {
     tx: broadcast::Sender<Envelope>,
+    lost: Arc<AtomicU64>,
 }
 
 impl Default for InMemoryBackplane {
@@ -27,7 +31,13 @@ impl InMemoryBackplane {
     pub fn new() -> Self {
         InMemoryBackplane {
             tx: broadcast::channel(CAPACITY).0,
+            lost: Arc::default(),
         }
+    }
+
+    /// Envelopes lost by nodes on this bus that fell too far behind, in all.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
     }
 }
 
@@ -40,6 +50,7 @@ impl Backplane for InMemoryBackplane {
 
     fn subscribe(&self, tx: mpsc::Sender<Envelope>) {
         let mut rx = self.tx.subscribe();
+        let lost = self.lost.clone();
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
@@ -49,6 +60,7 @@ impl Backplane for InMemoryBackplane {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
+                        lost.fetch_add(n, Ordering::Relaxed);
                         tracing::warn!(lost = n, "in-memory backplane: node fell behind");
                     }
                     Err(broadcast::error::RecvError::Closed) => return,

@@ -107,7 +107,7 @@ impl Envelope {
     }
 
     /// Decodes what [`Envelope::encode_body`] produced; `None` for anything malformed (which
-    /// a node counts and ignores).
+    /// the Redis transport counts in `RedisStats::malformed` and ignores).
     pub fn decode_body(room: Arc<str>, body: &[u8]) -> Option<Envelope> {
         let origin = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
         let data = Bytes::copy_from_slice(body.get(9..)?);
