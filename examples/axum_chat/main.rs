@@ -29,11 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let listener = wshub::ws::listen(&addr).await?;
     let local = listener.local_addr()?;
-    let shown = if local.ip().is_unspecified() {
-        format!("127.0.0.1:{}", local.port())
-    } else {
-        local.to_string()
-    };
+    let shown = common::shown(local, "127.0.0.1");
     println!("chat room (axum): open http://{shown}/ in a browser (WebSocket at ws://{shown}/ws)");
     std::io::stdout().flush()?;
 
@@ -46,10 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_graceful_shutdown(async move { stopping.stopping().await })
             .await
     });
-    common::shutdown_signal().await;
-    println!("shutting down");
-    let report = ws.shutdown(Duration::from_secs(5)).await;
-    tracing::info!(?report, stats = ?ws.hub().stats(), "stopped");
+    common::serve_until_signal(&ws).await;
     // axum stopped accepting when the shutdown began; its last HTTP requests get a moment.
     if let Ok(served) = tokio::time::timeout(Duration::from_secs(1), serving).await {
         served??;

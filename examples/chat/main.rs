@@ -18,7 +18,6 @@ mod app;
 mod common;
 
 use std::io::Write;
-use std::time::Duration;
 
 use wshub::ws::Heartbeat;
 
@@ -28,11 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: String = common::flag("--addr", "127.0.0.1:8080".to_string());
     let listener = wshub::ws::listen(&addr).await?;
     let local = listener.local_addr()?;
-    let shown = if local.ip().is_unspecified() {
-        format!("127.0.0.1:{}", local.port())
-    } else {
-        local.to_string()
-    };
+    let shown = common::shown(local, "127.0.0.1");
     println!("chat room: open http://{shown}/ in a browser (WebSocket at ws://{shown}/ws)");
     std::io::stdout().flush()?;
     // After the line above (scripts read the chat's address from the first URL printed),
@@ -53,10 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         with_redis(&redis, max_connections)?
     };
     let serving = tokio::spawn(app::serve(listener, ws.clone()));
-    common::shutdown_signal().await;
-    println!("shutting down");
-    let report = ws.shutdown(Duration::from_secs(5)).await;
-    tracing::info!(?report, stats = ?ws.hub().stats(), "stopped");
+    common::serve_until_signal(&ws).await;
     serving.abort();
     Ok(())
 }

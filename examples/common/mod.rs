@@ -51,3 +51,20 @@ pub async fn shutdown_signal() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// `local` as it goes in a URL: a wildcard bind (0.0.0.0, ::) is shown as `host`.
+pub fn shown(local: std::net::SocketAddr, host: &str) -> String {
+    if local.ip().is_unspecified() {
+        format!("{host}:{}", local.port())
+    } else {
+        local.to_string()
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM, then shuts `ws` down gracefully (5 s) and logs the report.
+pub async fn serve_until_signal(ws: &wshub::ws::Server) {
+    shutdown_signal().await;
+    println!("shutting down");
+    let report = ws.shutdown(std::time::Duration::from_secs(5)).await;
+    tracing::info!(?report, stats = ?ws.hub().stats(), "stopped");
+}

@@ -19,7 +19,6 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> Result<(), app::BoxError> {
@@ -56,20 +55,13 @@ async fn main() -> Result<(), app::BoxError> {
     };
     let acceptor = app::acceptor(identity)?;
 
-    let shown = if local.ip().is_unspecified() {
-        format!("localhost:{}", local.port())
-    } else {
-        local.to_string()
-    };
+    let shown = common::shown(local, "localhost");
     println!("chat relay on wss://{shown}{}", app::PATH);
     std::io::stdout().flush()?;
 
     let ws = app::ws_server(app::config());
     let serving = tokio::spawn(app::serve_tls(ws.clone(), listener, acceptor));
-    common::shutdown_signal().await;
-    println!("shutting down");
-    let report = ws.shutdown(Duration::from_secs(5)).await;
-    tracing::info!(?report, stats = ?ws.hub().stats(), "stopped");
+    common::serve_until_signal(&ws).await;
     serving.abort();
     Ok(())
 }
