@@ -65,3 +65,56 @@ impl From<tungstenite::Error> for Error {
 
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A message [`ClientHandle::send`](crate::ClientHandle::send) or
+/// [`Hub::send_to`](crate::Hub::send_to) could not queue, given back with the reason (as
+/// tokio's `mpsc::error::TrySendError<T>`): retry it elsewhere, log it, or drop it.
+///
+/// Why one error type with the message beside it, rather than an error enum per operation:
+/// the reasons a send fails are the crate's [`Error`] variants (each says what to do next),
+/// and only sending has a value to give back. So `SendError` pairs the two, and `?` still
+/// turns it into an [`Error`] (the message is dropped then).
+#[derive(thiserror::Error)]
+#[error("{reason}")]
+pub struct SendError<M> {
+    reason: Error,
+    msg: M,
+}
+
+impl<M> SendError<M> {
+    pub(crate) fn new(reason: Error, msg: M) -> Self {
+        SendError { reason, msg }
+    }
+
+    /// Why the message was not queued: [`Error::MailboxFull`] (counted as dropped under
+    /// `DropNewest`), [`Error::Evicted`] (the client was evicted under `Disconnect`),
+    /// [`Error::ClientClosed`], [`Error::NoSuchClient`] or [`Error::Shutdown`].
+    pub fn reason(&self) -> &Error {
+        &self.reason
+    }
+
+    /// The message that was not queued.
+    pub fn into_inner(self) -> M {
+        self.msg
+    }
+
+    /// The reason and the message.
+    pub fn into_parts(self) -> (Error, M) {
+        (self.reason, self.msg)
+    }
+}
+
+/// Shows the reason only, so any message type can be sent.
+impl<M> std::fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendError")
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> From<SendError<M>> for Error {
+    fn from(e: SendError<M>) -> Error {
+        e.reason
+    }
+}

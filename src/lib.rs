@@ -15,7 +15,7 @@ pub mod ws;
 mod sync;
 mod util;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, SendError};
 pub use hub::{
     ClientHandle, ClientId, CloseReason, Hub, HubConfig, Mailbox, OverflowPolicy, Presence, Stats,
     TryRecvError,

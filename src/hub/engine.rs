@@ -42,7 +42,7 @@ use super::mailbox::{Key, Slot, DETACHED};
 use super::members::Members;
 use super::wait::WaitList;
 use super::{ClientId, CloseReason, HubConfig, OverflowPolicy};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SendError};
 use crate::sync::{
     lock, AtomicBool, AtomicU64, AtomicUsize, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
@@ -471,22 +471,22 @@ impl<M: Clone> Inner<M> {
     }
 
     /// Queues `msg` for one client, under the overflow policy.
-    pub(crate) fn send_to(&self, slot: &Arc<Slot<M>>, msg: M) -> Result<()> {
+    pub(crate) fn send_to(&self, slot: &Arc<Slot<M>>, msg: M) -> Result<(), SendError<M>> {
         if self.is_shutdown() {
-            return Err(Error::Shutdown);
+            return Err(SendError::new(Error::Shutdown, msg));
         }
         let cap = self.capacity();
         let key = Key::direct(self.head.load(Ordering::SeqCst));
         let mut ss = lock(&slot.state);
         if ss.closed.is_some() {
-            return Err(Error::ClientClosed(slot.id));
+            return Err(SendError::new(Error::ClientClosed(slot.id), msg));
         }
         if ss.private.len() >= cap {
             match self.config.get_overflow() {
                 OverflowPolicy::DropNewest => {
                     Counters::add(&self.counters.sent, 1);
                     Counters::add(&self.counters.dropped, 1);
-                    return Err(Error::MailboxFull(slot.id));
+                    return Err(SendError::new(Error::MailboxFull(slot.id), msg));
                 }
                 OverflowPolicy::DropOldest => {
                     ss.private.pop_front();
@@ -498,14 +498,14 @@ impl<M: Clone> Inner<M> {
                     let mut st = self.write();
                     ss = lock(&slot.state);
                     if ss.closed.is_some() {
-                        return Err(Error::ClientClosed(slot.id));
+                        return Err(SendError::new(Error::ClientClosed(slot.id), msg));
                     }
                     if ss.private.len() >= cap {
                         drop(ss);
                         Counters::add(&self.counters.sent, 1);
                         self.evict_locked(&mut st, slot, 1);
                         self.trim_if_due(&mut st);
-                        return Err(Error::Evicted(slot.id));
+                        return Err(SendError::new(Error::Evicted(slot.id), msg));
                     }
                     // The receiver drained meanwhile: queue it after all.
                 }

@@ -163,7 +163,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SendError};
 use engine::{Counters, Inner};
 use mailbox::Slot;
 use rooms::{Memberships, RoomTable};
@@ -501,16 +501,14 @@ impl<M: Clone + Send + 'static> Hub<M> {
     ///
     /// # Errors
     ///
-    /// [`Error::NoSuchClient`] if `id` is not registered; otherwise as [`ClientHandle::send`].
-    pub fn send_to(&self, id: ClientId, msg: M) -> Result<()> {
-        let slot = self
-            .inner
-            .read()
-            .members
-            .get(id)
-            .cloned()
-            .ok_or(Error::NoSuchClient(id))?;
-        self.inner.send_to(&slot, msg)
+    /// The message back, with [`Error::NoSuchClient`] if `id` is not registered; otherwise
+    /// as [`ClientHandle::send`].
+    pub fn send_to(&self, id: ClientId, msg: M) -> std::result::Result<(), SendError<M>> {
+        let slot = self.inner.read().members.get(id).cloned();
+        match slot {
+            Some(slot) => self.inner.send_to(&slot, msg),
+            None => Err(SendError::new(Error::NoSuchClient(id), msg)),
+        }
     }
 
     /// Starts a graceful shutdown: new clients and new messages are refused; every mailbox
@@ -682,9 +680,10 @@ impl<M: Clone + Send + 'static> ClientHandle<M> {
     ///
     /// # Errors
     ///
-    /// [`Error::MailboxFull`] (dropped under `DropNewest`), [`Error::Evicted`] (the mailbox was
-    /// full under `Disconnect`), [`Error::ClientClosed`] or [`Error::Shutdown`].
-    pub fn send(&self, msg: M) -> Result<()> {
+    /// The message back ([`SendError::into_inner`]) with the reason: [`Error::MailboxFull`]
+    /// (counted as dropped under `DropNewest`), [`Error::Evicted`] (the mailbox was full under
+    /// `Disconnect`), [`Error::ClientClosed`] or [`Error::Shutdown`].
+    pub fn send(&self, msg: M) -> std::result::Result<(), SendError<M>> {
         self.hub.inner.send_to(&self.slot, msg)
     }
 }
@@ -710,7 +709,7 @@ impl<M: Clone + Send + 'static> futures_sink::Sink<M> for ClientHandle<M> {
     }
 
     fn start_send(self: Pin<&mut Self>, item: M) -> Result<()> {
-        self.send(item)
+        self.send(item).map_err(Error::from)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
