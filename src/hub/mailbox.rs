@@ -242,18 +242,26 @@ impl<M: Clone> Mailbox<M> {
         self.slot.id
     }
 
-    /// Number of messages waiting.
-    pub fn len(&self) -> usize {
+    /// Messages queued for this client (its rooms' included): the same number as
+    /// [`ClientHandle::queued`](super::ClientHandle::queued). "Queued" is the crate's one
+    /// name for it ([`Hub::max_queued`](super::Hub::max_queued) is the largest).
+    pub fn queued(&self) -> usize {
         let rooms = self
             .rooms
             .as_ref()
-            .map_or(0, |r| r.lock().iter().map(|s| s.mailbox.len()).sum());
+            .map_or(0, |r| r.lock().iter().map(|s| s.mailbox.queued()).sum());
         self.hub.backlog(&self.slot) + self.pending.len() + rooms
     }
 
-    /// True when nothing is waiting.
+    /// Messages queued: renamed [`Mailbox::queued`], the name the hub and the handle use.
+    #[deprecated(since = "0.2.0", note = "use `Mailbox::queued`")]
+    pub fn len(&self) -> usize {
+        self.queued()
+    }
+
+    /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.queued() == 0
     }
 
     /// Reads the log from `cursor` to the head under `st` (the read lock), calling `each`

@@ -637,9 +637,16 @@ impl<M: Clone> ClientHandle<M> {
         &self.hub
     }
 
-    /// Messages waiting for this client.
+    /// Messages queued in the hub for this client, its rooms' included (what its mailbox has
+    /// already taken out is not counted).
     pub fn queued(&self) -> usize {
-        self.hub.inner.backlog(&self.slot)
+        let rooms: usize = self
+            .rooms
+            .lock()
+            .iter()
+            .map(|sub| sub.mailbox.queued())
+            .sum();
+        self.hub.inner.backlog(&self.slot) + rooms
     }
 
     /// Removes the client from the hub and from every room now (dropping the handle does the
