@@ -171,3 +171,18 @@ pub async fn refused_request(req: Request) -> (u16, String) {
         Ok(_) => panic!("expected an HTTP refusal, got a connection"),
     }
 }
+
+/// A raw HTTP/1.1 GET of `path` on `addr`; returns the whole response text (status line,
+/// headers, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(PATIENCE, s.read_to_string(&mut out))
+        .await
+        .expect("timed out reading the response")
+        .expect("read");
+    out
+}
