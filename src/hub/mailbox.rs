@@ -136,6 +136,8 @@ impl<M> Slot<M> {
 /// [`ClientHandle`](super::ClientHandle). Whatever the hub accepted for the client comes out
 /// here, in order. Dropping the mailbox unregisters the client and discards what it still held
 /// (counted as dropped).
+// `M: Clone` on the type because dropping it needs it: the drop unregisters the client
+// through the engine, whose detach path clones.
 pub struct Mailbox<M: Clone> {
     slot: Arc<Slot<M>>,
     hub: Arc<Inner<M>>,

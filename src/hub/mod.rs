@@ -245,6 +245,10 @@ pub enum OverflowPolicy {
 }
 
 /// Hub configuration. Every setter documents its default.
+///
+/// Setters are chainable and take the plain names (`mailbox_capacity(256)`); getters are
+/// `get_*` (`get_mailbox_capacity()`), as on `std::process::Command`: in a builder the plain
+/// name belongs to the setter, and a getter sharing it is impossible.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     mailbox_capacity: usize,
@@ -316,12 +320,15 @@ pub struct Stats {
 /// A set of clients and the fan-out to them. Cheap to clone: clones share one hub.
 ///
 /// See the [module documentation](self) for what a broadcast promises.
-pub struct Hub<M: Clone> {
+///
+/// The type puts no bound on `M`; creating and using a hub needs `M: Clone` (each reader
+/// clones what it takes, a reference-count bump for [`Message`](crate::Message)).
+pub struct Hub<M> {
     inner: Arc<Inner<M>>,
     rooms: Arc<RoomTable<M>>,
 }
 
-impl<M: Clone> Clone for Hub<M> {
+impl<M> Clone for Hub<M> {
     fn clone(&self) -> Self {
         Hub {
             inner: self.inner.clone(),
@@ -576,7 +583,7 @@ impl<M: Clone + Send + 'static> Hub<M> {
 
 /// A [`Hub`] that is not kept alive by this reference.
 #[cfg(feature = "metrics")]
-pub(crate) struct WeakHub<M: Clone> {
+pub(crate) struct WeakHub<M> {
     inner: std::sync::Weak<Inner<M>>,
     rooms: std::sync::Weak<RoomTable<M>>,
 }
@@ -597,6 +604,8 @@ impl<M: Clone> WeakHub<M> {
 /// Dropping the handle (or calling [`ClientHandle::unregister`]) removes the client from the
 /// hub exactly once; its [`Mailbox`] still yields what was queued, then
 /// [`CloseReason::Unregistered`]. The handle is also a [`futures_sink::Sink`] of `M`.
+// `M: Clone` on the type because dropping the handle needs it: an unregistered client keeps
+// what it was sent (its unread broadcasts are cloned into its own queue).
 pub struct ClientHandle<M: Clone> {
     id: ClientId,
     slot: Arc<Slot<M>>,

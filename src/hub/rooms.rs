@@ -55,7 +55,7 @@ pub(crate) struct RoomSub<M: Clone> {
 }
 
 /// The rooms of one hub.
-pub(crate) struct RoomTable<M: Clone> {
+pub(crate) struct RoomTable<M> {
     config: HubConfig,
     counters: Arc<Counters>,
     rooms: Mutex<HashMap<Arc<str>, Arc<Inner<M>>>>,

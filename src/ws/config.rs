@@ -156,6 +156,9 @@ pub enum OriginPolicy {
 ///     .origin(OriginPolicy::Any);
 /// assert_eq!(config.get_path(), Some("/add"));
 /// ```
+///
+/// Setters take the plain names and getters are `get_*`, as on `std::process::Command` (see
+/// [`HubConfig`](crate::HubConfig)).
 #[derive(Debug, Clone)]
 pub struct Config {
     path: Option<String>,
