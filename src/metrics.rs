@@ -16,6 +16,7 @@
 //! | `wshub_connections_open` | gauge | connections | | WebSocket connections open right now (handshake done, client registered, not yet ended) |
 //! | `wshub_connects_total` | counter | connections | | connections that completed the handshake and were registered in the hub |
 //! | `wshub_disconnects_total` | counter | connections | `code` | connections that ended, by close code: the code the server sent, else the code the peer sent, else `1006` (no close frame: reset, write timeout, close timeout) |
+//! | `wshub_upgrades_refused_total` | counter | requests | `status` | upgrade requests answered with an HTTP error instead of 101: 404 path, 403 origin, 503 limit or shutdown, 400 invalid, and whatever [`Handler::on_handshake`](crate::ws::Handler::on_handshake) rejected with |
 //! | `wshub_written_bytes_total` | counter | bytes | | bytes written to sockets by the connection drivers (data and control frames) |
 //! | `wshub_messages_sent_total` | counter | messages | | messages offered to clients ([`Stats::sent`](crate::Stats::sent)) |
 //! | `wshub_messages_delivered_total` | counter | messages | | messages taken out of mailboxes to be written ([`Stats::delivered`](crate::Stats::delivered)) |
@@ -37,8 +38,8 @@
 //! series lag by at most one interval. A [`Server`](crate::ws::Server) starts its hub's task
 //! on its first connection; for a hub served some other way, call [`report_hub`].
 //!
-//! The connection series (`connections_open`, `connects`, `disconnects`) are recorded where
-//! they happen, once per connection.
+//! The connection series (`connections_open`, `connects`, `disconnects`,
+//! `upgrades_refused`) are recorded where they happen, once per connection or request.
 //!
 //! Several hubs or servers in one process add up into the same series (each publishes its
 //! own increments); tell processes apart with your exporter's global labels.
@@ -169,6 +170,7 @@ struct Names {
     connections_open: SharedString,
     connects: SharedString,
     disconnects: SharedString,
+    refused: SharedString,
     written_bytes: SharedString,
     sent: SharedString,
     delivered: SharedString,
@@ -194,6 +196,7 @@ impl Settings {
                 connections_open: name("connections_open"),
                 connects: name("connects_total"),
                 disconnects: name("disconnects_total"),
+                refused: name("upgrades_refused_total"),
                 written_bytes: name("written_bytes_total"),
                 sent: name("messages_sent_total"),
                 delivered: name("messages_delivered_total"),
@@ -251,6 +254,11 @@ pub fn describe() {
         n.disconnects.clone(),
         c,
         "WebSocket connections ended, by close code (1006: no close frame)"
+    );
+    metrics::describe_counter!(
+        n.refused.clone(),
+        c,
+        "Upgrade requests answered with an HTTP error instead of 101, by status"
     );
     metrics::describe_counter!(
         n.written_bytes.clone(),
@@ -400,6 +408,11 @@ impl Drop for ConnMetrics {
         self.count_disconnect(SharedString::const_str(NO_CLOSE_FRAME));
         metrics::gauge!(names().connections_open.clone()).decrement(1.0);
     }
+}
+
+/// An upgrade request was answered with `status` instead of 101.
+pub(crate) fn refused(status: u16) {
+    metrics::counter!(names().refused.clone(), "status" => status.to_string()).increment(1);
 }
 
 /// The close code as a label value, without allocating for the common ones.

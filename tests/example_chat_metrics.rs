@@ -135,6 +135,15 @@ async fn the_scraped_numbers_follow_real_traffic() {
             && value(b, "wshub_disconnects_total{code=\"1006\"}") == 1.0
     })
     .await;
+    // A plain GET on the WebSocket path is refused with 400, and counted (at once).
+    let plain = common::http_get(addr, "/ws").await;
+    assert!(plain.starts_with("HTTP/1.1 400"), "{plain}");
+    let body = scrape(metrics).await;
+    assert_eq!(
+        value(&body, "wshub_upgrades_refused_total{status=\"400\"}"),
+        1.0,
+        "{body}"
+    );
 
     // Two more chat servers sharing rooms through a backplane: a message in a shared room is
     // published by one node and received by the other.

@@ -49,7 +49,10 @@ impl Refusal {
     };
 
     /// The HTTP response carrying this refusal, with a plain-text body.
+    /// Called once per refused request (it is also where refusals are counted).
     pub(crate) fn response(&self) -> Response<Option<String>> {
+        #[cfg(feature = "metrics")]
+        crate::metrics::refused(self.status.as_u16());
         let mut resp = Response::new(Some(format!("{}\n", self.reason)));
         *resp.status_mut() = self.status;
         resp.headers_mut().insert(
