@@ -35,11 +35,20 @@ fn relay_server(config: Config) -> Server {
     Server::new(Hub::with_config(HubConfig::default()), config, relay)
 }
 
-/// A relay that also records what each connection's `on_connect` saw.
+/// A relay that also records what each connection's `on_connect` saw, and the URI each
+/// `on_handshake` saw.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<ConnInfo>>>);
+struct Recorder(Arc<Mutex<Vec<ConnInfo>>>, Arc<Mutex<Vec<String>>>);
 
 impl Handler for Recorder {
+    fn on_handshake(
+        &self,
+        req: &wshub::ws::HandshakeRequest<'_>,
+    ) -> Result<wshub::ws::Accept, wshub::ws::Reject> {
+        self.1.lock().unwrap().push(req.uri.to_string());
+        Ok(wshub::ws::Accept::new())
+    }
+
     fn on_connect(&self, _: &Client, info: &ConnInfo) {
         self.0.lock().unwrap().push(info.clone());
     }
@@ -111,6 +120,11 @@ async fn a_nested_route_is_not_refused_by_the_path_check() {
     assert_eq!(next_text(&mut ws).await, "nested");
     // on_connect sees the URI the client asked for, not the stripped one.
     assert_eq!(recorder.0.lock().unwrap()[0].uri, "/api/ws");
+    assert_eq!(
+        *recorder.1.lock().unwrap(),
+        ["/api/ws"],
+        "and so does on_handshake"
+    );
     // Routing stays axum's: another path is axum's 404, not an upgrade.
     let (status, _) = refused(format!("ws://{addr}/api/other"), None).await;
     assert_eq!(status, 404);

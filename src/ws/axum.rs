@@ -208,18 +208,22 @@ fn accept(server: &Server, parts: &mut Parts) -> Result<WsUpgrade, Response> {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
+    // The URI the client asked for (before `nest` stripped a prefix): what `on_handshake` and
+    // `on_connect` see. The path is not checked here, so lending it is harmless.
+    let uri = match parts.extensions.get::<OriginalUri>() {
+        Some(OriginalUri(uri)) => uri.clone(),
+        None => parts.uri.clone(),
+    };
+    let routed = std::mem::replace(&mut parts.uri, uri.clone());
     let lent = std::mem::replace(parts, http::Request::new(()).into_parts().0);
     let req = http::Request::from_parts(lent, ());
     let answered = server.upgrade_response_with(&req, PathCheck::Routed, peer);
     *parts = req.into_parts().0;
+    parts.uri = routed;
     let (switching, admission) = answered.map_err(|refused| refused.map(Body::from))?;
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         // `admission` is dropped here: the slot is released.
         return Err(refusal(&Refusal::NOT_UPGRADABLE));
-    };
-    let uri = match parts.extensions.get::<OriginalUri>() {
-        Some(OriginalUri(uri)) => uri.clone(),
-        None => parts.uri.clone(),
     };
     Ok(WsUpgrade {
         server: server.clone(),
