@@ -67,6 +67,23 @@ fn frame(opcode: u8, payload: impl Into<Vec<u8>>) -> Out {
     }
 }
 
+/// A text message sent as one frame per byte: TEXT, then CONTINUATIONs, the last final.
+fn byte_fragments(text: &[u8]) -> Vec<Out> {
+    let n = text.len();
+    text.iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let opcode = if i == 0 { TEXT } else { CONTINUATION };
+            let f = frame(opcode, vec![*b]);
+            if i + 1 < n {
+                f.more()
+            } else {
+                f
+            }
+        })
+        .collect()
+}
+
 impl Out {
     /// FIN = 0: more fragments follow.
     fn more(mut self) -> Self {
@@ -750,17 +767,7 @@ async fn message_in_one_byte_fragments_is_reassembled() {
     let (_server, addr) = echo_server().await;
     let mut ws = Raw::connect(addr, "1-byte fragments").await;
     let text = "Hello-µ@ßöäüàá-UTF-8!!".as_bytes();
-    let n = text.len();
-    ws.send_all(text.iter().enumerate().map(|(i, b)| {
-        let opcode = if i == 0 { TEXT } else { CONTINUATION };
-        let f = frame(opcode, vec![*b]);
-        if i + 1 < n {
-            f.more()
-        } else {
-            f
-        }
-    }))
-    .await;
+    ws.send_all(byte_fragments(text)).await;
     ws.expect_message(TEXT, text).await;
     ws.close_normally().await;
 }
@@ -928,17 +935,7 @@ async fn invalid_utf8_split_across_fragments_closes_with_1007() {
 
     // Every byte its own frame (Autobahn 6.3.2).
     let mut ws = Raw::connect(addr, "invalid, 1-byte fragments").await;
-    let n = KOSME_SURROGATE_EDITED.len();
-    ws.send_all(KOSME_SURROGATE_EDITED.iter().enumerate().map(|(i, b)| {
-        let opcode = if i == 0 { TEXT } else { CONTINUATION };
-        let f = frame(opcode, vec![*b]);
-        if i + 1 < n {
-            f.more()
-        } else {
-            f
-        }
-    }))
-    .await;
+    ws.send_all(byte_fragments(KOSME_SURROGATE_EDITED)).await;
     ws.expect_close(Some(1007)).await;
 }
 
@@ -973,17 +970,7 @@ async fn valid_multibyte_char_split_across_fragments_is_accepted() {
             ws.expect_message(TEXT, bytes).await;
         }
         // Every byte its own frame.
-        let n = bytes.len();
-        ws.send_all(bytes.iter().enumerate().map(|(i, b)| {
-            let opcode = if i == 0 { TEXT } else { CONTINUATION };
-            let f = frame(opcode, vec![*b]);
-            if i + 1 < n {
-                f.more()
-            } else {
-                f
-            }
-        }))
-        .await;
+        ws.send_all(byte_fragments(bytes)).await;
         ws.expect_message(TEXT, bytes).await;
     }
     ws.close_normally().await;
