@@ -8,17 +8,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use wshub::ws::{Heartbeat, Server};
 use wshub::CloseCode;
 
 async fn start_chat() -> (Server, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let ws = chat::ws_server(Heartbeat::default(), 100);
-    tokio::spawn(chat::serve(listener, ws.clone()));
+    let addr = chat::serve_on_free_port(ws.clone()).await.unwrap();
     (ws, addr)
 }
 
@@ -132,12 +129,10 @@ async fn an_invalid_room_name_is_refused_with_400() {
 
 /// Two chat servers on two ports sharing rooms through a backplane.
 async fn start_chat_on(bus: &wshub::backplane::InMemoryBackplane) -> (Server, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let hub = chat::chat_hub();
     let node = wshub::backplane::Node::new(hub.clone(), bus.clone());
     let ws = chat::ws_server_on(hub, Some(node), Heartbeat::default(), 100);
-    tokio::spawn(chat::serve(listener, ws.clone()));
+    let addr = chat::serve_on_free_port(ws.clone()).await.unwrap();
     (ws, addr)
 }
 

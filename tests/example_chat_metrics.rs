@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::SinkExt;
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use wshub::metrics::MetricsConfig;
@@ -59,10 +58,8 @@ async fn the_scraped_numbers_follow_real_traffic() {
         .install()
         .unwrap();
     let metrics = chat::serve_metrics("127.0.0.1:0").await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let ws = chat::ws_server(Heartbeat::default(), 100);
-    tokio::spawn(chat::serve(listener, ws.clone()));
+    let addr = chat::serve_on_free_port(ws.clone()).await.unwrap();
 
     let mut clients = Vec::new();
     for _ in 0..3 {
@@ -150,12 +147,10 @@ async fn the_scraped_numbers_follow_real_traffic() {
     let bus = wshub::backplane::InMemoryBackplane::new();
     let mut nodes = Vec::new();
     for _ in 0..2 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let hub = chat::chat_hub();
         let node = wshub::backplane::Node::new(hub.clone(), bus.clone());
         let ws = chat::ws_server_on(hub, Some(node), Heartbeat::default(), 100);
-        tokio::spawn(chat::serve(listener, ws.clone()));
+        let addr = chat::serve_on_free_port(ws.clone()).await.unwrap();
         nodes.push((ws, addr));
     }
     let mut on1 = connect(nodes[0].1, "/ws?room=team").await;

@@ -174,6 +174,15 @@ fn upgrade(ws: Server, peer: SocketAddr, req: Request<Incoming>) -> Response<Ful
     switching.map(|()| Full::new(Bytes::new()))
 }
 
+/// Serves `ws` on a free loopback port, on a task of its own, and returns the address (for
+/// the tests, which run several chat servers side by side).
+pub async fn serve_on_free_port(ws: Server) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(serve(listener, ws));
+    Ok(addr)
+}
+
 /// Serves HTTP on `listener` until the wshub server shuts down.
 pub async fn serve(listener: TcpListener, ws: Server) {
     let stopping = ws.clone();
