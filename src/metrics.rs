@@ -245,58 +245,63 @@ pub fn describe() {
         c,
         "WebSocket connections open right now"
     );
-    metrics::describe_counter!(
-        n.connects.clone(),
-        c,
-        "WebSocket connections registered in the hub"
-    );
-    metrics::describe_counter!(
-        n.disconnects.clone(),
-        c,
-        "WebSocket connections ended, by close code (1006: no close frame)"
-    );
-    metrics::describe_counter!(
-        n.refused.clone(),
-        c,
-        "Upgrade requests answered with an HTTP error instead of 101, by status"
-    );
-    metrics::describe_counter!(
-        n.written_bytes.clone(),
-        Unit::Bytes,
-        "Bytes written to WebSocket connections"
-    );
-    metrics::describe_counter!(n.sent.clone(), c, "Messages offered to clients");
-    metrics::describe_counter!(
-        n.delivered.clone(),
-        c,
-        "Messages taken out of mailboxes to be written"
-    );
-    metrics::describe_counter!(
-        n.dropped.clone(),
-        c,
-        "Messages discarded by the overflow policy or with a client that left"
-    );
-    metrics::describe_counter!(n.evictions.clone(), c, "Slow clients evicted");
     metrics::describe_histogram!(
         n.mailbox_depth.clone(),
         c,
         "Messages queued per client, sampled once per interval"
     );
-    metrics::describe_counter!(
-        n.bp_published.clone(),
-        c,
-        "Room broadcasts handed to the backplane"
-    );
-    metrics::describe_counter!(
-        n.bp_publish_errors.clone(),
-        c,
-        "Room broadcasts the backplane refused"
-    );
-    metrics::describe_counter!(
-        n.bp_received.clone(),
-        c,
-        "Envelopes from other nodes delivered to local rooms"
-    );
+    let counters = [
+        (
+            &n.connects,
+            c,
+            "WebSocket connections registered in the hub",
+        ),
+        (
+            &n.disconnects,
+            c,
+            "WebSocket connections ended, by close code (1006: no close frame)",
+        ),
+        (
+            &n.refused,
+            c,
+            "Upgrade requests answered with an HTTP error instead of 101, by status",
+        ),
+        (
+            &n.written_bytes,
+            Unit::Bytes,
+            "Bytes written to WebSocket connections",
+        ),
+        (&n.sent, c, "Messages offered to clients"),
+        (
+            &n.delivered,
+            c,
+            "Messages taken out of mailboxes to be written",
+        ),
+        (
+            &n.dropped,
+            c,
+            "Messages discarded by the overflow policy or with a client that left",
+        ),
+        (&n.evictions, c, "Slow clients evicted"),
+        (
+            &n.bp_published,
+            c,
+            "Room broadcasts handed to the backplane",
+        ),
+        (
+            &n.bp_publish_errors,
+            c,
+            "Room broadcasts the backplane refused",
+        ),
+        (
+            &n.bp_received,
+            c,
+            "Envelopes from other nodes delivered to local rooms",
+        ),
+    ];
+    for (name, unit, help) in counters {
+        metrics::describe_counter!(name.clone(), unit, help);
+    }
 }
 
 /// Starts, once per hub, the task that publishes `hub`'s counters and samples its mailbox
